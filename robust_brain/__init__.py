@@ -9,9 +9,7 @@ data preparation, evaluation); ``recipes/`` holds thin training scripts and
 from pathlib import Path
 
 __version__ = (
-    (Path(__file__).resolve().parent.parent / "version.txt")
-    .read_text()
-    .strip()
+    (Path(__file__).resolve().parent.parent / "version.txt").read_text().strip()
     if (Path(__file__).resolve().parent.parent / "version.txt").exists()
     else "0.0.0"
 )

@@ -1,0 +1,474 @@
+"""``DualLossBrain``: the one ``fit_batch`` every method of the project uses.
+
+A method's Brain says only HOW its two losses are computed
+(``compute_forward`` + ``compute_objectives`` returning a dict of named
+losses) and WHICH rule combines their gradients (the ``surgery_rule``
+hparam, a :class:`robust_brain.surgery.CombinationRule`). This class owns
+everything else, keeping SpeechBrain's ``Brain.fit_batch`` contract:
+
+* **one forward graph, one gradient per task**: each loss is differentiated
+  with ``torch.autograd.grad`` over all trainable parameters
+  (:func:`~robust_brain.surgery.task_gradients`);
+* **gradient accumulation** (``--grad_accumulation_factor``): the per-task
+  flat gradients are accumulated over micro-batches and combined ONCE, at
+  the optimizer step (surgery on each micro-batch is a different
+  algorithm);
+* **DDP**: the forward always runs under ``no_sync`` (``autograd.grad``
+  bypasses DDP's reducer anyway) and each task's accumulated gradient is
+  all-reduced (mean) BEFORE the rule is applied, in one collective per step
+  (:func:`~robust_brain.surgery.average_across_ranks`);
+* **AMP** (``--precision fp32|bf16|fp16``): forward under SpeechBrain's
+  ``training_ctx`` autocast; with fp16 on CUDA the losses are scaled by the
+  GradScaler, and the surgery runs in UNSCALED space (the accumulated
+  gradients are divided by the scale first, so norms, cosines, the SRPR
+  state and Langevin noise see true values); the combined gradient is
+  multiplied back by the scale and handed to the GradScaler, which
+  unscales, detects inf/NaN, skips and backs off as usual;
+* **non-finite handling**: ``check_loss_isfinite`` as in SpeechBrain
+  (raises after ``--nonfinite_patience``); a non-finite task gradient
+  SKIPS the step, counts it in ``skipped_steps`` and training goes on (the
+  official D4AM code stalls forever after a NaN);
+* **clipping of ALL trainable parameters** of each optimizer to
+  ``--max_grad_norm`` (SpeechBrain clips only ``param_groups[0]``);
+* **logging** per optimizer step: each task's loss and gradient norm, their
+  cosine, the rule's coefficients and the pre-clip gradient norm, to
+  ``surgery_log_file`` (CSV) and ``tensorboard_train_logger`` when those
+  hparams exist, and as per-epoch means via :meth:`surgery_summary`.
+
+Parameters reached by both losses and belonging to ``shared_modules``
+(hparam; default: all) receive the rule's combined gradient; all other
+parameters receive the plain sum, i.e. the gradient of the only loss that
+reaches them (e.g. the ASR back-end in Gradient Remedy).
+"""
+
+import csv
+import logging
+import os
+
+import speechbrain as sb
+import torch
+
+from robust_brain.surgery import Sum, average_across_ranks, task_gradients
+
+logger = logging.getLogger(__name__)
+
+
+class DualLossBrain(sb.Brain):
+    """A ``speechbrain.Brain`` whose update combines two task gradients.
+
+    Subclasses set :attr:`loss_names` to ``(main, aux)`` and make
+    ``compute_objectives`` return a dict with those keys (either may be
+    absent, e.g. D4AM's regression-only INIT stage: it then contributes a
+    zero gradient and costs no backward pass). ``main`` is the downstream
+    (recognition) loss, ``aux`` the signal-level one.
+
+    Hparams read (all optional, top level):
+
+    * ``surgery_rule``: a :class:`~robust_brain.surgery.CombinationRule`
+      (default :class:`~robust_brain.surgery.Sum`); checkpointed when it
+      has state;
+    * ``shared_modules``: names in ``modules`` whose parameters receive the
+      combined gradient (default: every trainable parameter);
+    * ``surgery_log_file``: CSV path for the per-step statistics;
+    * ``tensorboard_train_logger``: a SpeechBrain ``TensorboardLogger``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from robust_brain.surgery import D4AM
+    >>> class Toy(DualLossBrain):
+    ...     loss_names = ("cls", "reg")
+    ...     def compute_forward(self, batch, stage):
+    ...         return self.modules.net(batch[0])
+    ...     def compute_objectives(self, out, batch, stage):
+    ...         return {"cls": (out - batch[1]).pow(2).mean(),
+    ...                 "reg": out.abs().mean()}
+    >>> _ = torch.manual_seed(0)
+    >>> brain = Toy(modules={"net": torch.nn.Linear(3, 1)},
+    ...     opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+    ...     hparams={"surgery_rule": D4AM()})
+    >>> data = [(torch.randn(4, 3), torch.randn(4, 1))] * 3
+    >>> brain.fit(range(1), data)
+    >>> sorted(brain.surgery_stats)  # doctest: +NORMALIZE_WHITESPACE
+    ['alpha_gclb', 'alpha_srpr', 'cos', 'gnorm_cls', 'gnorm_reg',
+     'grad_norm', 'loss_cls', 'loss_reg']
+    >>> brain.optimizer_step, brain.skipped_steps
+    (3, 0)
+    """
+
+    #: ``(main, aux)``: keys of the dict returned by ``compute_objectives``
+    loss_names: tuple[str, str] = ("main", "aux")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if len(self.loss_names) != 2 or len(set(self.loss_names)) != 2:
+            raise ValueError(
+                f"{type(self).__name__}.loss_names must name two distinct "
+                f"losses (main, aux), got {self.loss_names!r}"
+            )
+        rule = getattr(self.hparams, "surgery_rule", None)
+        self.rule = (rule if rule is not None else Sum()).to(self.device)
+        if self.checkpointer is not None and (
+            len(self.rule.state_dict()) > 0
+            and "surgery_rule" not in self.checkpointer.recoverables
+        ):
+            self.checkpointer.add_recoverable("surgery_rule", self.rule)
+        self.skipped_steps = 0
+        self.surgery_stats: dict[str, float] = {}
+        self._epoch_sums: dict[str, float] = {}
+        self._epoch_count = 0
+        self._params: list[torch.nn.Parameter] | None = None
+        self._reset_accumulators()
+
+    # ------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------
+    def on_fit_start(self):
+        """SpeechBrain's set-up (DDP wrap, optimizers, recovery), then the
+        flat-parameter layout used by the surgery."""
+        super().on_fit_start()
+        self._setup_parameters()
+
+    def _setup_parameters(self):
+        """Order trainable parameters: shared ones first (the rule sees one
+        contiguous slice), then the others."""
+        if not self.optimizers_dict:
+            raise ValueError(
+                f"{type(self).__name__} needs an optimizer (opt_class or "
+                "init_optimizers) to train"
+            )
+        params, seen = [], set()
+        for opt in self.optimizers_dict.values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.requires_grad and id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+        shared_names = getattr(self.hparams, "shared_modules", None)
+        if shared_names is None:
+            shared_ids = seen
+        else:
+            missing = [n for n in shared_names if n not in self.modules]
+            if missing:
+                raise ValueError(
+                    f"shared_modules names {missing} that are not in "
+                    f"modules ({sorted(self.modules.keys())})"
+                )
+            shared_ids = {
+                id(p)
+                for n in shared_names
+                for p in self.modules[n].parameters()
+            }
+        shared = [p for p in params if id(p) in shared_ids]
+        if not shared:
+            raise ValueError("no trainable parameter is shared")
+        self._params = shared + [p for p in params if id(p) not in shared_ids]
+        self._numels = [p.numel() for p in self._params]
+        self._n_shared = sum(p.numel() for p in shared)
+        self._segments = torch.tensor(
+            [p.numel() for p in shared], device=self.device
+        )
+
+    def _reset_accumulators(self):
+        self._acc: dict[str, torch.Tensor] | None = None
+        self._acc_loss: dict[str, float] = {}
+        self._acc_nonfinite = False
+
+    # ------------------------------------------------------------------
+    # training step
+    # ------------------------------------------------------------------
+    def _check_losses(self, losses):
+        if isinstance(losses, torch.Tensor) or not isinstance(losses, dict):
+            raise TypeError(
+                f"{type(self).__name__}.compute_objectives must return a "
+                f"dict of losses with keys from {self.loss_names} in the "
+                f"TRAIN stage, got {type(losses).__name__}"
+            )
+        unknown = sorted(set(losses) - set(self.loss_names))
+        if unknown or not losses:
+            raise ValueError(
+                f"{type(self).__name__}.compute_objectives returned losses "
+                f"{sorted(losses)}; expected a non-empty subset of "
+                f"{list(self.loss_names)}"
+            )
+        return losses
+
+    def total_loss(self, losses):
+        """The scalar reported as the train/valid loss: the plain sum.
+
+        Arguments
+        ---------
+        losses : dict of str to tensor, or tensor
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        if isinstance(losses, torch.Tensor):
+            return losses
+        return sum(losses.values())
+
+    def fit_batch(self, batch):
+        """Forward once, one gradient per task, accumulate, combine, step.
+
+        Arguments
+        ---------
+        batch : any
+            As produced by the train DataLoader.
+
+        Returns
+        -------
+        torch.Tensor
+            The detached total loss of this micro-batch.
+        """
+        if self._params is None:
+            self._setup_parameters()
+        accum = self.grad_accumulation_factor
+        should_step = (self.step % accum) == 0
+        self.on_fit_batch_start(batch, should_step)
+
+        # autograd.grad never triggers DDP's reducer: keep it out of the
+        # way on every micro-batch and all-reduce per task at the step
+        with self.no_sync(True):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+                losses = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            losses = self._check_losses(losses)
+            total = self.total_loss(losses)
+            self.check_loss_isfinite(total)
+            scale = self._scale()
+            if torch.isfinite(total):
+                scaled = {
+                    n: losses[n].float() * (scale / accum)
+                    for n in self.loss_names
+                    if n in losses
+                }
+                grads = task_gradients(scaled, self._params)
+                self._accumulate(grads)
+            else:
+                self._acc_nonfinite = True
+        for n, v in losses.items():
+            self._acc_loss[n] = self._acc_loss.get(n, 0.0) + (
+                v.detach().float() / accum
+            )
+
+        if should_step:
+            self._surgery_step()
+        self.on_fit_batch_end(batch, outputs, total, should_step)
+        return total.detach().cpu()
+
+    def _scale(self) -> float:
+        return self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+
+    def _accumulate(self, grads):
+        if self._acc is None:
+            zero = torch.zeros_like(next(iter(grads.values())))
+            self._acc = {n: zero.clone() for n in self.loss_names}
+        for n, g in grads.items():
+            self._acc[n] += g
+
+    def _surgery_step(self):
+        """Average across ranks, unscale, combine, write ``.grad``, step."""
+        main, aux = self.loss_names
+        if self._acc is None:  # every micro-batch was non-finite
+            n = sum(self._numels)
+            ref = self._params[0]
+            self._acc = {
+                k: torch.zeros(n, dtype=torch.float32, device=ref.device)
+                for k in self.loss_names
+            }
+        if self._acc_nonfinite:
+            # poison (not skip) so that every DDP rank skips together
+            for g in self._acc.values():
+                g.fill_(float("nan"))
+        grads = average_across_ranks(self._acc)
+        scale = self._scale()
+        g_main, g_aux = grads[main] / scale, grads[aux] / scale
+        ns = self._n_shared
+        sm, sa = g_main[:ns], g_aux[:ns]
+        norms = torch.stack([sm.norm(), sa.norm(), torch.dot(sm, sa)])
+        finite = bool(torch.isfinite(norms).all())
+
+        stats = {f"loss_{k}": v for k, v in self._acc_loss.items()}
+        if finite:
+            combined, rule_stats = self.rule(
+                sm,
+                sa,
+                segments=self._segments if self.rule.per_tensor else None,
+                lr=self._current_lr() if self.rule.needs_lr else None,
+            )
+            stats.update(rule_stats)
+            if ns < g_main.numel():
+                rest = g_main[ns:] + g_aux[ns:]
+                combined = torch.cat([combined, rest])
+        else:
+            self.skipped_steps += 1
+            logger.warning(
+                "Non-finite task gradient (%s): skipping optimizer step "
+                "%d (%d skipped so far)",
+                ", ".join(
+                    f"{k}={'ok' if torch.isfinite(v).all() else 'non-finite'}"
+                    for k, v in ((main, g_main), (aux, g_aux))
+                ),
+                self.optimizer_step + 1,
+                self.skipped_steps,
+            )
+            combined = g_main + g_aux
+
+        if finite or self.scaler.is_enabled():
+            # back to the GradScaler's space: it unscales, skips on inf and
+            # backs the scale off by itself
+            if scale != 1.0:
+                combined = combined * scale
+            chunks = combined.split(self._numels)
+            for p, chunk in zip(self._params, chunks, strict=True):
+                p.grad = chunk.view_as(p).to(p.dtype)
+            stats["grad_norm"] = self.optimizers_step()
+        else:
+            for opt in self.optimizers_dict.values():
+                opt.zero_grad(set_to_none=True)
+
+        gn_cos = torch.stack(
+            [norms[0], norms[1], norms[2] / (norms[0] * norms[1] + 1e-30)]
+        )
+        stats.update(
+            {
+                f"gnorm_{main}": gn_cos[0],
+                f"gnorm_{aux}": gn_cos[1],
+                "cos": gn_cos[2],
+            }
+        )
+        self._log_step(stats, skipped=not finite)
+        self._reset_accumulators()
+
+    def _current_lr(self) -> float:
+        opt = next(iter(self.optimizers_dict.values()))
+        return float(opt.param_groups[0]["lr"])
+
+    def optimizers_step(self):
+        """SpeechBrain's optimizer step, clipping ALL trainable parameters.
+
+        Unscale (GradScaler), clip each optimizer's parameters of every
+        param group to ``max_grad_norm``, step (skipped by the GradScaler
+        on inf/NaN), update the scale, zero the gradients.
+
+        Returns
+        -------
+        torch.Tensor or None
+            Pre-clip gradient norm of the first optimizer (None without
+            clipping).
+        """
+        valid = self.freeze_optimizers(self.optimizers_dict)
+        for opt in valid.values():
+            self.scaler.unscale_(opt)
+        first_norm = None
+        if self.max_grad_norm > 0.0:
+            for opt in valid.values():
+                params = [
+                    p
+                    for group in opt.param_groups
+                    for p in group["params"]
+                    if p.grad is not None
+                ]
+                norm = torch.nn.utils.clip_grad_norm_(
+                    params, self.max_grad_norm
+                )
+                if first_norm is None:
+                    first_norm = norm
+        for opt in valid.values():
+            self.scaler.step(opt)
+        self.scaler.update()
+        for opt in valid.values():
+            opt.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+        return first_norm
+
+    # ------------------------------------------------------------------
+    # evaluation
+    # ------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_batch(self, batch, stage):
+        """Evaluate one batch; ``compute_objectives`` may return a dict.
+
+        Arguments
+        ---------
+        batch : any
+        stage : speechbrain.Stage
+
+        Returns
+        -------
+        torch.Tensor
+            The detached total loss.
+        """
+        with self.evaluation_ctx:
+            out = self.compute_forward(batch, stage=stage)
+            losses = self.compute_objectives(out, batch, stage=stage)
+        return self.total_loss(losses).detach().cpu()
+
+    # ------------------------------------------------------------------
+    # logging
+    # ------------------------------------------------------------------
+    def _log_step(self, stats, skipped):
+        keys = [k for k, v in stats.items() if v is not None]
+        values = torch.stack(
+            [
+                torch.as_tensor(stats[k], device=self.device).detach().float()
+                for k in keys
+            ]
+        ).tolist()  # one device sync per step
+        self.surgery_stats = dict(zip(keys, values, strict=True))
+        if not skipped:
+            for k, v in self.surgery_stats.items():
+                self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v
+            self._epoch_count += 1
+        if not sb.utils.distributed.if_main_process():
+            return
+        row = {"step": self.optimizer_step, "skipped": int(skipped)}
+        row.update(self.surgery_stats)
+        path = getattr(self.hparams, "surgery_log_file", None)
+        if path:
+            self._append_csv(path, row)
+        tb = getattr(self.hparams, "tensorboard_train_logger", None)
+        if tb is not None:
+            tb.log_stats(
+                stats_meta={"step": self.optimizer_step},
+                train_stats=self.surgery_stats,
+            )
+
+    def _append_csv(self, path, row):
+        columns = getattr(self, "_csv_columns", None)
+        if columns is None:
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                with open(path, newline="") as f:
+                    columns = next(csv.reader(f))
+            else:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                columns = list(row)
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(columns)
+            self._csv_columns = columns
+        with open(path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(c, "") for c in columns])
+
+    def surgery_summary(self, reset=True) -> dict[str, float]:
+        """Mean of the per-step statistics since the last call.
+
+        Call it from ``on_stage_end`` to put task losses, gradient norms,
+        cosine and rule coefficients into the epoch's train stats.
+
+        Arguments
+        ---------
+        reset : bool
+            Start a new averaging window.
+
+        Returns
+        -------
+        dict of str to float
+            Includes ``skipped_steps`` (total so far).
+        """
+        n = max(self._epoch_count, 1)
+        out = {k: v / n for k, v in self._epoch_sums.items()}
+        out["skipped_steps"] = self.skipped_steps
+        if reset:
+            self._epoch_sums, self._epoch_count = {}, 0
+        return out

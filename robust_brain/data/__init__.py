@@ -1,0 +1,1 @@
+"""Corpora: offline generation, real-corpus preparation, manifests."""
