@@ -211,6 +211,12 @@ class DualLossBrain(sb.Brain):
     def fit_batch(self, batch):
         """Forward once, one gradient per task, accumulate, combine, step.
 
+        Linear rules (``Sum``, ``Weighted``) take SpeechBrain's own path: one
+        backward of the weighted sum, DDP averaging inside ``backward()``,
+        no overhead (per-task gradient norms are then not logged, unless
+        the hparam ``log_task_gradients`` is True, which forces the general
+        path). All other rules take the per-task path.
+
         Arguments
         ---------
         batch : any
@@ -226,39 +232,82 @@ class DualLossBrain(sb.Brain):
         accum = self.grad_accumulation_factor
         should_step = (self.step % accum) == 0
         self.on_fit_batch_start(batch, should_step)
+        weights = self.rule.linear_weights
+        if getattr(self.hparams, "log_task_gradients", False):
+            weights = None
 
-        # autograd.grad never triggers DDP's reducer: keep it out of the
-        # way on every micro-batch and all-reduce per task at the step
-        with self.no_sync(True):
+        # per-task path: autograd.grad never triggers DDP's reducer, so keep
+        # it out of the way on every micro-batch and all-reduce per task at
+        # the step; linear path: SpeechBrain's no_sync(not should_step)
+        with self.no_sync(True if weights is None else not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, sb.Stage.TRAIN)
                 losses = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
             losses = self._check_losses(losses)
             total = self.total_loss(losses)
             self.check_loss_isfinite(total)
-            scale = self._scale()
-            if torch.isfinite(total):
+            if not torch.isfinite(total):
+                self._acc_nonfinite = True
+            if weights is not None:
+                w = dict(zip(self.loss_names, weights, strict=True))
+                weighted = sum(w[n] * losses[n] for n in losses)
+                self.scaler.scale(weighted / accum).backward()
+            elif not self._acc_nonfinite:
+                scale = self._scale()
                 scaled = {
                     n: losses[n].float() * (scale / accum)
                     for n in self.loss_names
                     if n in losses
                 }
-                grads = task_gradients(scaled, self._params)
-                self._accumulate(grads)
-            else:
-                self._acc_nonfinite = True
+                self._accumulate(task_gradients(scaled, self._params))
         for n, v in losses.items():
             self._acc_loss[n] = self._acc_loss.get(n, 0.0) + (
                 v.detach().float() / accum
             )
 
         if should_step:
-            self._surgery_step()
+            if weights is None:
+                self._surgery_step()
+            else:
+                self._linear_step()
         self.on_fit_batch_end(batch, outputs, total, should_step)
         return total.detach().cpu()
 
+    def _linear_step(self):
+        """Step after the weighted-sum backward (SpeechBrain's path), with
+        the engine's skip-on-non-finite, clip-all and logging."""
+        grads = [p.grad for p in self._params if p.grad is not None]
+        finite = not self._acc_nonfinite and bool(
+            torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        )
+        stats = {f"loss_{k}": v for k, v in self._acc_loss.items()}
+        if finite or self.scaler.is_enabled():
+            stats["grad_norm"] = self.optimizers_step()
+        else:
+            for opt in self.optimizers_dict.values():
+                opt.zero_grad(set_to_none=True)
+        if not finite:
+            self._count_skip("a non-finite gradient")
+        self._log_step(stats, skipped=not finite)
+        self._reset_accumulators()
+
+    def _count_skip(self, what):
+        self.skipped_steps += 1
+        logger.warning(
+            "%s: skipping optimizer step %d (%d skipped so far)",
+            what,
+            self.optimizer_step + 1,
+            self.skipped_steps,
+        )
+
     def _scale(self) -> float:
-        return self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        """The GradScaler's current scale (1.0 when disabled); scaling a
+        unit tensor also initialises the scaler lazily, as the per-task path
+        never calls ``scaler.scale(loss)`` itself."""
+        if not self.scaler.is_enabled():
+            return 1.0
+        one = torch.ones((), device=self.device)
+        return float(self.scaler.scale(one))
 
     def _accumulate(self, grads):
         if self._acc is None:
@@ -302,16 +351,13 @@ class DualLossBrain(sb.Brain):
                 rest = g_main[ns:] + g_aux[ns:]
                 combined = torch.cat([combined, rest])
         else:
-            self.skipped_steps += 1
-            logger.warning(
-                "Non-finite task gradient (%s): skipping optimizer step "
-                "%d (%d skipped so far)",
-                ", ".join(
-                    f"{k}={'ok' if torch.isfinite(v).all() else 'non-finite'}"
+            self._count_skip(
+                "Non-finite task gradient ("
+                + ", ".join(
+                    f"{k}: {'ok' if torch.isfinite(v).all() else 'non-finite'}"
                     for k, v in ((main, g_main), (aux, g_aux))
-                ),
-                self.optimizer_step + 1,
-                self.skipped_steps,
+                )
+                + ")"
             )
             combined = g_main + g_aux
 

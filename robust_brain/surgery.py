@@ -581,6 +581,10 @@ class CombinationRule(torch.nn.Module):
     per_tensor = False
     #: the rule needs the optimizer's learning rate (Langevin noise)
     needs_lr = False
+    #: ``(w_main, w_aux)`` for LINEAR rules, which the engine runs as ONE
+    #: backward of ``w_main L_main + w_aux L_aux`` (SpeechBrain's own
+    #: computation, no overhead); None for rules that need both gradients
+    linear_weights: tuple[float, float] | None = None
 
     def combine(
         self,
@@ -626,6 +630,8 @@ class Sum(CombinationRule):
     tensor([3.])
     """
 
+    linear_weights = (1.0, 1.0)
+
     def combine(self, g_main, g_aux, segments=None, lr=None):
         """See :meth:`CombinationRule.combine`."""
         return g_main + g_aux, {}
@@ -653,6 +659,7 @@ class Weighted(CombinationRule):
         super().__init__()
         self.w_main = float(w_main)
         self.w_aux = float(w_aux)
+        self.linear_weights = (self.w_main, self.w_aux)
 
     def combine(self, g_main, g_aux, segments=None, lr=None):
         """See :meth:`CombinationRule.combine`."""
