@@ -8,6 +8,7 @@ replacements={"data_root": folder})``).
 """
 
 import csv
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,6 +48,23 @@ SEPARATION_COLUMNS = (
     "s1_spk",
     "s2_spk",
 )
+#: Reverberant two-speaker separation (WHAMR!, MiniWHAMR): ``mix_wav`` is
+#: the noisy reverberant mixture, ``s1_wav``/``s2_wav`` the anechoic
+#: (direct-path) targets, ``s1_reverb_wav``/``s2_reverb_wav`` the
+#: reverberant sources as they appear in the mixture. ``snr_db`` (noise re
+#: the louder reverberant source) and ``rt60`` (s) are empty where unknown.
+WHAMR_COLUMNS = (
+    *SEPARATION_COLUMNS,
+    "s1_reverb_wav",
+    "s2_reverb_wav",
+    "snr_db",
+    "rt60",
+)
+#: WHAMR! with both target types: ``s1_wav``/``s2_wav`` hold the chosen
+#: target (anechoic or reverberant, the same for every split) and
+#: ``s1_alt_wav``/``s2_alt_wav`` the other one, e.g. to also report SI-SDR
+#: against the reverberant sources as SpeechBrain's cv/tt manifests do.
+SEPARATION_ALT_COLUMNS = (*SEPARATION_COLUMNS, "s1_alt_wav", "s2_alt_wav")
 
 
 def write_csv_atomic(
@@ -113,3 +131,67 @@ def write_csv_atomic(
         os.unlink(tmp)
         raise
     return path
+
+
+def read_manifest(
+    path: str | os.PathLike, columns: Sequence[str] | None = None
+) -> list[dict[str, str]]:
+    """Read a manifest back and check that it is well formed.
+
+    Checks: the header equals ``columns`` (when given), every row has a
+    non-empty unique ``ID`` and a finite ``duration`` > 0.
+
+    Arguments
+    ---------
+    path : path-like
+        A CSV written by :func:`write_csv_atomic`.
+    columns : sequence of str, optional
+        Expected header, in order (e.g. :data:`SPEECH_COLUMNS`).
+
+    Returns
+    -------
+    list of dict
+        The rows as strings (placeholders are not substituted).
+
+    Raises
+    ------
+    ValueError
+        Naming the file (and line) of the first problem.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "n.csv")
+    >>> _ = write_csv_atomic(p,
+    ...     [{"ID": "n1", "duration": 0.5, "wav": "$data_root/n1.wav"}],
+    ...     AUDIO_COLUMNS)
+    >>> read_manifest(p, AUDIO_COLUMNS)
+    [{'ID': 'n1', 'duration': '0.5', 'wav': '$data_root/n1.wav'}]
+    >>> read_manifest(p, SPEECH_COLUMNS)
+    Traceback (most recent call last):
+    ...
+    ValueError: .../n.csv: columns ['ID', 'duration', 'wav'] != ['ID', \
+'duration', 'wav', 'spk_id', 'wrd']
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        if columns is not None and header != list(columns):
+            raise ValueError(f"{path}: columns {header} != {list(columns)}")
+        rows, seen = [], set()
+        for line, row in enumerate(reader, start=2):
+            if not row.get("ID") or row["ID"] in seen:
+                raise ValueError(
+                    f"{path}, line {line}: empty or duplicate ID {row['ID']!r}"
+                )
+            seen.add(row["ID"])
+            try:
+                duration = float(row["duration"])
+            except (KeyError, TypeError, ValueError):
+                duration = math.nan
+            if not (math.isfinite(duration) and duration > 0):
+                raise ValueError(
+                    f"{path}, line {line}: bad duration {row.get('duration')!r}"
+                )
+            rows.append(row)
+    return rows
