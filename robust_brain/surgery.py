@@ -63,6 +63,8 @@ __all__ = [
     "D4AM",
     "GradientRemedy",
     "PCGrad",
+    "RULE_NAMES",
+    "make_rule",
 ]
 
 
@@ -863,3 +865,96 @@ class PCGrad(CombinationRule):
         """See :meth:`CombinationRule.combine`."""
         a, b = pcgrad(g_main, g_aux)
         return a + b, {}
+
+
+#: names accepted by :func:`make_rule` (one hparam selects the rule)
+RULE_NAMES = (
+    "sum",
+    "grid",
+    "gclb",
+    "srpr",
+    "d4am",
+    "gr",
+    "gr-angle",
+    "gr-scale",
+    "pcgrad",
+)
+
+
+def make_rule(
+    name: str,
+    grid_alpha: float = 1.0,
+    k: float = 5.0,
+    per_tensor: bool = True,
+    srpr_init: float = 1.0,
+    srpr_beta: float = 0.05,
+    srpr_window: int = 8,
+    langevin: bool = False,
+    num_samples: int | None = None,
+) -> CombinationRule:
+    """Build a rule from its name, so that ONE hparam selects it.
+
+    ``sum`` (GR's MTL, D4AM's single-loss stages), ``grid`` (fixed weight
+    ``grid_alpha`` on the auxiliary loss), ``gclb``, ``srpr``, ``d4am``,
+    ``gr``, ``gr-angle``, ``gr-scale``, ``pcgrad``. Arguments that a rule
+    does not use are ignored.
+
+    Arguments
+    ---------
+    name : str
+        One of :data:`RULE_NAMES`.
+    grid_alpha : float
+        GRID's fixed weight.
+    k : float
+        Gradient Remedy's rescale threshold.
+    per_tensor : bool
+        Gradient Remedy per parameter tensor.
+    srpr_init, srpr_beta, srpr_window : float, float, int
+        :class:`SRPRWeighter` constants.
+    langevin : bool
+        Langevin noise for ``srpr`` / ``d4am``.
+    num_samples : int, optional
+        Size of the speech-only set (Langevin noise).
+
+    Returns
+    -------
+    CombinationRule
+
+    Example
+    -------
+    >>> make_rule("gr-angle")
+    GradientRemedy()
+    >>> make_rule("d4am").weighter.alpha.item()
+    1.0
+    >>> make_rule("adam")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown surgery rule 'adam'; choose one of sum, grid, ...
+    """
+
+    def weighter():
+        return SRPRWeighter(init=srpr_init, beta=srpr_beta, window=srpr_window)
+
+    key = name.lower().replace("_", "-")
+    if key in ("sum", "mtl"):
+        return Sum()
+    if key == "grid":
+        return Weighted(1.0, grid_alpha)
+    if key == "gclb":
+        return GCLB()
+    if key == "srpr":
+        return SRPR(weighter(), langevin=langevin, num_samples=num_samples)
+    if key == "d4am":
+        return D4AM(weighter(), langevin=langevin, num_samples=num_samples)
+    if key in ("gr", "gr-angle", "gr-scale"):
+        return GradientRemedy(
+            k=k,
+            angle=key != "gr-scale",
+            scale=key != "gr-angle",
+            per_tensor=per_tensor,
+        )
+    if key == "pcgrad":
+        return PCGrad()
+    raise ValueError(
+        f"unknown surgery rule {name!r}; choose one of {', '.join(RULE_NAMES)}"
+    )

@@ -1,0 +1,36 @@
+"""Run every recipe listed in ``tests/recipes/*.csv`` in debug mode on CPU
+(SpeechBrain's ``--debug --debug_persistently``: 2 batches, 2 epochs) and
+check the files each run must produce."""
+
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.utils.recipes import ROOT, parse_checks, recipe_rows
+
+ROWS = recipe_rows()
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["id"] for r in ROWS])
+def test_recipe_runs_in_debug_mode(row, tmp_path):
+    out = tmp_path / row["id"]
+    cmd = [
+        sys.executable,
+        str(ROOT / row["Script_file"]),
+        str(ROOT / row["Hparam_file"]),
+        *shlex.split(row["test_debug_flags"]),
+        "--device=cpu",
+        "--debug",
+        "--debug_persistently",
+        f"--output_folder={out}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for rel in parse_checks(row["test_debug_checks"]).get("file_exists", []):
+        assert (out / rel).exists(), f"{row['id']}: missing {rel}"
