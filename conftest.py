@@ -8,6 +8,7 @@ import and crashes collection (INTERNALERROR) when the optional dependency
 """
 
 import sys
+import warnings
 
 import speechbrain  # noqa: F401  (registers the lazy modules now)
 from speechbrain.utils.importutils import LazyModule
@@ -17,7 +18,9 @@ def _drop_unimportable_lazy_modules():
     for name, module in list(sys.modules.items()):
         if isinstance(module, LazyModule):
             try:
-                module.__file__  # noqa: B018
+                with warnings.catch_warnings():  # deprecated redirects
+                    warnings.simplefilter("ignore")
+                    module.__file__  # noqa: B018
             except ImportError:
                 del sys.modules[name]
 

@@ -7,18 +7,28 @@
 # ~1.8 GB. Override the location with ROBUST_BRAIN_VENV.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-hash=$(cat "$root/setup.py" "$root/tools/env.sh" | sha256sum | cut -c1-12)
+hash=$(sha256sum <"$root/setup.py" | cut -c1-12)
 venv="${ROBUST_BRAIN_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/robust_brain/venv-$hash}"
 if [ ! -f "$venv/.complete" ]; then
-    echo "[env] creating $venv (first run: ~3 min, ~1.8 GB download)" >&2
+    echo "[env] creating $venv (first run: ~3-5 min, ~1.8 GB download)" >&2
     rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip setuptools wheel >&2
-    # install the dependencies of the package (extras included), not the
-    # package itself: the checkout is put on the path below
-    "$venv/bin/pip" install -q -e "$root[dev]" >&2
+    mkdir -p "$(dirname "$venv")"
+    log="$venv.install.log"
+    if ! {
+        python3 -m venv "$venv" &&
+            "$venv/bin/pip" install --upgrade pip setuptools wheel &&
+            "$venv/bin/pip" install -e "$root[dev]"
+    } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "[env] installation failed; full log: $log" >&2
+        exit 1
+    fi
     touch "$venv/.complete"
 fi
 # point the (shared) venv at THIS checkout; cheap and offline
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >&2
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" \
+    >"$venv.editable.log" 2>&1 || {
+    cat "$venv.editable.log" >&2
+    exit 1
+}
 echo "$venv"

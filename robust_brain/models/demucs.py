@@ -227,7 +227,7 @@ def rescale_conv_weights_(module: nn.Module, reference: float) -> None:
     """
     with torch.no_grad():
         for layer in module.modules():
-            if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)):
+            if isinstance(layer, nn.Conv1d | nn.ConvTranspose1d):
                 scale = torch.sqrt(layer.weight.std() / reference)
                 layer.weight.div_(scale)
                 if layer.bias is not None:
