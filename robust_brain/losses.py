@@ -1,0 +1,183 @@
+"""Signal-level losses shared by the recipes.
+
+D4AM's regression loss (ALGORITHMS.md §1.2): for an estimate ``s_hat`` and a
+clean reference ``s``::
+
+    l(s_hat, s) = mean|s_hat - s| + 0.5 * L_sc + 0.5 * L_logmag
+
+with the spectral convergence ``L_sc`` and the log-magnitude L1 ``L_logmag``
+each averaged over three STFT resolutions (n_fft, hop, win) = (1024, 120,
+600), (2048, 240, 1200), (512, 50, 240) with a Hann window.
+
+SpeechBrain's ``lobes.models.HifiGAN.MultiScaleSTFTLoss`` has the same idea
+but calls ``torch.stft`` without ``return_complex`` (an error on torch 2.x)
+and without a window, so it is written here; padded samples (SpeechBrain
+relative ``lengths``) are excluded from every term.
+"""
+
+import torch
+
+#: D4AM's three STFT resolutions: (n_fft, hop_length, win_length)
+D4AM_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+
+
+def length_mask(lengths: torch.Tensor | None, n: int, like: torch.Tensor):
+    """``(batch, n)`` float mask of valid samples (relative lengths).
+
+    Arguments
+    ---------
+    lengths : torch.Tensor or None
+        Relative lengths in [0, 1]; None means all valid.
+    n : int
+        Number of time steps.
+    like : torch.Tensor
+        Tensor giving batch size, device and dtype.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> length_mask(torch.tensor([1.0, 0.5]), 4, torch.zeros(2, 4))
+    tensor([[1., 1., 1., 1.],
+            [1., 1., 0., 0.]])
+    """
+    if lengths is None:
+        return torch.ones(
+            like.shape[0], n, device=like.device, dtype=like.dtype
+        )
+    abs_len = torch.round(lengths.to(like.device) * n)
+    steps = torch.arange(n, device=like.device)
+    return (steps.unsqueeze(0) < abs_len.unsqueeze(1)).to(like.dtype)
+
+
+class MultiResolutionSTFTLoss(torch.nn.Module):
+    """Spectral convergence + log-magnitude L1 over several resolutions.
+
+    Per utterance, frames beyond its length are excluded; the result is
+    averaged over utterances and resolutions.
+
+    Arguments
+    ---------
+    resolutions : sequence of (n_fft, hop_length, win_length)
+        Default: D4AM's three resolutions.
+    eps : float
+        Floor of the magnitudes (log and division safety).
+
+    Example
+    -------
+    >>> loss = MultiResolutionSTFTLoss()
+    >>> x = torch.randn(2, 16000)
+    >>> sc, mag = loss(x, x)
+    >>> float(sc), float(mag)
+    (0.0, 0.0)
+    >>> sc, mag = loss(0.5 * x, x)
+    >>> round(float(mag), 3)  # |log 0.5|
+    0.693
+    """
+
+    def __init__(self, resolutions=D4AM_RESOLUTIONS, eps: float = 1e-7):
+        super().__init__()
+        self.resolutions = tuple(tuple(r) for r in resolutions)
+        self.eps = eps
+        for i, (_, _, win) in enumerate(self.resolutions):
+            self.register_buffer(
+                f"window{i}", torch.hann_window(win), persistent=False
+            )
+
+    def _magnitude(self, x, i):
+        n_fft, hop, win = self.resolutions[i]
+        spec = torch.stft(
+            x.float(),
+            n_fft,
+            hop_length=hop,
+            win_length=win,
+            window=getattr(self, f"window{i}"),
+            center=True,
+            return_complex=True,
+        )
+        return spec.abs().clamp_min(self.eps).transpose(1, 2)  # (B, T, F)
+
+    def forward(self, estimate, target, lengths=None):
+        """Return ``(spectral_convergence, log_magnitude_l1)``.
+
+        Arguments
+        ---------
+        estimate, target : torch.Tensor
+            ``(batch, time)`` waveforms.
+        lengths : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        sc, mag : torch.Tensor
+            0-dim losses.
+        """
+        sc_total, mag_total = 0.0, 0.0
+        for i in range(len(self.resolutions)):
+            est, ref = self._magnitude(estimate, i), self._magnitude(target, i)
+            mask = length_mask(lengths, est.shape[1], est).unsqueeze(-1)
+            diff = (ref - est) * mask
+            sc = diff.pow(2).sum((1, 2)).sqrt() / (
+                (ref * mask).pow(2).sum((1, 2)).sqrt().clamp_min(self.eps)
+            )
+            n_bins = (mask.sum((1, 2)) * est.shape[2]).clamp_min(1.0)
+            mag = ((ref.log() - est.log()).abs() * mask).sum((1, 2)) / n_bins
+            sc_total = sc_total + sc.mean()
+            mag_total = mag_total + mag.mean()
+        n = len(self.resolutions)
+        return sc_total / n, mag_total / n
+
+
+class D4AMRegressionLoss(torch.nn.Module):
+    """D4AM's regression loss ``L1 + w_sc * L_sc + w_mag * L_logmag``.
+
+    Arguments
+    ---------
+    sc_weight : float
+        Weight of the spectral convergence (0.5).
+    mag_weight : float
+        Weight of the log-magnitude L1 (0.5).
+    resolutions : sequence of (n_fft, hop_length, win_length)
+        STFT resolutions (D4AM's by default).
+
+    Example
+    -------
+    >>> loss = D4AMRegressionLoss()
+    >>> x = torch.randn(3, 8000)
+    >>> float(loss(x, x))
+    0.0
+    >>> bool(loss(x + 0.1 * torch.randn(3, 8000), x) > 0)
+    True
+    """
+
+    def __init__(
+        self,
+        sc_weight: float = 0.5,
+        mag_weight: float = 0.5,
+        resolutions=D4AM_RESOLUTIONS,
+    ):
+        super().__init__()
+        self.sc_weight = sc_weight
+        self.mag_weight = mag_weight
+        self.stft_loss = MultiResolutionSTFTLoss(resolutions)
+
+    def forward(self, estimate, target, lengths=None):
+        """Loss between ``(batch, time)`` waveforms (padding excluded).
+
+        Arguments
+        ---------
+        estimate, target : torch.Tensor
+        lengths : torch.Tensor, optional
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        mask = length_mask(lengths, estimate.shape[-1], estimate.float())
+        l1 = ((estimate.float() - target.float()).abs() * mask).sum(
+            -1
+        ) / mask.sum(-1).clamp_min(1.0)
+        sc, mag = self.stft_loss(estimate, target, lengths)
+        return l1.mean() + self.sc_weight * sc + self.mag_weight * mag
