@@ -47,6 +47,7 @@ import os
 
 import speechbrain as sb
 import torch
+import torch.distributed as dist
 
 from robust_brain.surgery import Sum, average_across_ranks, task_gradients
 
@@ -277,9 +278,16 @@ class DualLossBrain(sb.Brain):
         """Step after the weighted-sum backward (SpeechBrain's path), with
         the engine's skip-on-non-finite, clip-all and logging."""
         grads = [p.grad for p in self._params if p.grad is not None]
-        finite = not self._acc_nonfinite and bool(
-            torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        )
+        bad = torch.tensor(float(self._acc_nonfinite), device=self.device)
+        if grads:
+            bad = (
+                bad + (~torch.stack([g.isfinite().all() for g in grads])).sum()
+            )
+        if dist.is_available() and dist.is_initialized():
+            # a non-finite LOSS with finite gradients is local: decide the
+            # skip together so that the ranks never diverge
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        finite = not bool(bad > 0)
         stats = {f"loss_{k}": v for k, v in self._acc_loss.items()}
         if finite or self.scaler.is_enabled():
             stats["grad_norm"] = self.optimizers_step()
