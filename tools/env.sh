@@ -8,6 +8,27 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 hash=$(sha256sum <"$root/setup.py" | cut -c1-12)
+# Debian packages of the offline corpora (TTS voices, real prompts, G.722
+# decoding): installed when missing and apt is usable (root); without them
+# the generator uses the voices it finds and says so
+apt_packages="espeak-ng festival festvox-us-slt-hts festvox-kallpc16k \
+festvox-kdlpc16k asterisk-core-sounds-en asterisk-core-sounds-en-g722 ffmpeg"
+missing=""
+for pkg in $apt_packages; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[env] apt-get install$missing" >&2
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends $missing; } \
+            >/tmp/robust_brain_apt.log 2>&1 ||
+            echo "[env] WARNING: apt install failed, see" \
+                "/tmp/robust_brain_apt.log" >&2
+    else
+        echo "[env] WARNING: missing Debian packages:$missing" >&2
+    fi
+fi
 venv="${ROBUST_BRAIN_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/robust_brain/venv-$hash}"
 if [ ! -f "$venv/.complete" ]; then
     echo "[env] creating $venv (first run: ~3-5 min, ~1.8 GB download)" >&2
@@ -17,7 +38,7 @@ if [ ! -f "$venv/.complete" ]; then
     if ! {
         python3 -m venv "$venv" &&
             "$venv/bin/pip" install --upgrade pip setuptools wheel &&
-            "$venv/bin/pip" install -e "$root[dev]"
+            "$venv/bin/pip" install -e "$root[all]"
     } >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "[env] installation failed; full log: $log" >&2
