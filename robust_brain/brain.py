@@ -49,7 +49,7 @@ import speechbrain as sb
 import torch
 import torch.distributed as dist
 
-from robust_brain.surgery import Sum, average_across_ranks, task_gradients
+from robust_brain.surgery import Sum, average_across_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -164,16 +164,83 @@ class DualLossBrain(sb.Brain):
         if not shared:
             raise ValueError("no trainable parameter is shared")
         self._params = shared + [p for p in params if id(p) not in shared_ids]
+        dtypes = {p.dtype for p in self._params}
+        if len(dtypes) != 1:
+            raise ValueError(
+                "DualLossBrain needs one dtype for all trainable parameters "
+                f"(the task gradients live in flat buffers), got {dtypes}"
+            )
         self._numels = [p.numel() for p in self._params]
+        self._n_shared_tensors = len(shared)
         self._n_shared = sum(p.numel() for p in shared)
         self._segments = torch.tensor(
             [p.numel() for p in shared], device=self.device
         )
+        self._flat = None
 
     def _reset_accumulators(self):
-        self._acc: dict[str, torch.Tensor] | None = None
+        self._window_open = False
         self._acc_loss: dict[str, float] = {}
         self._acc_nonfinite = False
+
+    def _open_window(self):
+        """Zeroed flat buffers for the per-task gradients of one optimizer
+        step: ``main`` over ALL trainable parameters (it also receives the
+        auxiliary gradient of the non-shared ones, i.e. their plain sum),
+        ``aux`` over the shared ones. The parameters' ``.grad`` are pointed
+        at views of them, so autograd accumulates into them in place: no
+        flattening, no copies, accumulation over micro-batches for free."""
+        if self._flat is None:
+            ref = self._params[0]
+            main = torch.zeros(
+                sum(self._numels), dtype=ref.dtype, device=ref.device
+            )
+            aux = torch.zeros(
+                self._n_shared, dtype=ref.dtype, device=ref.device
+            )
+            k = self._n_shared_tensors
+            self._flat = {"main": main, "aux": aux}
+            self._views_main = [
+                v.view_as(p)
+                for v, p in zip(
+                    main.split(self._numels), self._params, strict=False
+                )
+            ]
+            self._views_aux = [
+                v.view_as(p)
+                for v, p in zip(
+                    aux.split(self._numels[:k]), self._params[:k], strict=False
+                )
+            ]
+        else:
+            for buf in self._flat.values():
+                buf.zero_()
+        self._window_open = True
+
+    def _point_grads(self, shared_to):
+        """Shared parameters' ``.grad`` -> views of ``shared_to`` ('main' or
+        'aux'); the others always -> views of ``main``."""
+        views = self._views_aux if shared_to == "aux" else self._views_main
+        k = self._n_shared_tensors
+        for p, v in zip(self._params[:k], views[:k], strict=True):
+            p.grad = v
+        for p, v in zip(self._params[k:], self._views_main[k:], strict=True):
+            p.grad = v
+
+    def _backward_tasks(self, losses, scale, accum):
+        """Backpropagate each present loss into its buffer (aux first)."""
+        if not self._window_open:
+            self._open_window()
+        main, aux = self.loss_names
+        order = [n for n in (aux, main) if n in losses]
+        for i, name in enumerate(order):
+            loss = losses[name].float() * (scale / accum)
+            if not loss.requires_grad:
+                continue
+            self._point_grads("aux" if name == aux else "main")
+            torch.autograd.backward(
+                loss, inputs=self._params, retain_graph=i < len(order) - 1
+            )
 
     # ------------------------------------------------------------------
     # training step
@@ -254,13 +321,7 @@ class DualLossBrain(sb.Brain):
                 weighted = sum(w[n] * losses[n] for n in losses)
                 self.scaler.scale(weighted / accum).backward()
             elif not self._acc_nonfinite:
-                scale = self._scale()
-                scaled = {
-                    n: losses[n].float() * (scale / accum)
-                    for n in self.loss_names
-                    if n in losses
-                }
-                self._accumulate(task_gradients(scaled, self._params))
+                self._backward_tasks(losses, self._scale(), accum)
         for n, v in losses.items():
             self._acc_loss[n] = self._acc_loss.get(n, 0.0) + (
                 v.detach().float() / accum
@@ -317,34 +378,28 @@ class DualLossBrain(sb.Brain):
         one = torch.ones((), device=self.device)
         return float(self.scaler.scale(one))
 
-    def _accumulate(self, grads):
-        if self._acc is None:
-            zero = torch.zeros_like(next(iter(grads.values())))
-            self._acc = {n: zero.clone() for n in self.loss_names}
-        for n, g in grads.items():
-            self._acc[n] += g
-
     def _surgery_step(self):
-        """Average across ranks, unscale, combine, write ``.grad``, step."""
+        """Average across ranks, unscale, combine in place, step."""
         main, aux = self.loss_names
-        if self._acc is None:  # every micro-batch was non-finite
-            n = sum(self._numels)
-            ref = self._params[0]
-            self._acc = {
-                k: torch.zeros(n, dtype=torch.float32, device=ref.device)
-                for k in self.loss_names
-            }
+        if not self._window_open:  # every micro-batch was non-finite
+            self._open_window()
+        flat_main, flat_aux = self._flat["main"], self._flat["aux"]
         if self._acc_nonfinite:
             # poison (not skip) so that every DDP rank skips together
-            for g in self._acc.values():
-                g.fill_(float("nan"))
-        grads = average_across_ranks(self._acc)
+            flat_main.fill_(float("nan"))
+            flat_aux.fill_(float("nan"))
+        average_across_ranks(self._flat)  # in place
         scale = self._scale()
-        g_main, g_aux = grads[main] / scale, grads[aux] / scale
+        if scale != 1.0:
+            flat_main.mul_(1.0 / scale)
+            flat_aux.mul_(1.0 / scale)
         ns = self._n_shared
-        sm, sa = g_main[:ns], g_aux[:ns]
-        norms = torch.stack([sm.norm(), sa.norm(), torch.dot(sm, sa)])
-        finite = bool(torch.isfinite(norms).all())
+        sm, sa = flat_main[:ns], flat_aux
+        checks = [sm.norm(), sa.norm(), torch.dot(sm, sa)]
+        if ns < flat_main.numel():  # the non-shared part (main + aux)
+            checks.append(flat_main[ns:].norm())
+        norms = torch.stack(checks)
+        finite = bool(torch.isfinite(norms).all())  # one sync per step
 
         stats = {f"loss_{k}": v for k, v in self._acc_loss.items()}
         if finite:
@@ -354,42 +409,36 @@ class DualLossBrain(sb.Brain):
                 segments=self._segments if self.rule.per_tensor else None,
                 lr=self._current_lr() if self.rule.needs_lr else None,
             )
+            sm.copy_(combined)
+            del combined
             stats.update(rule_stats)
-            if ns < g_main.numel():
-                rest = g_main[ns:] + g_aux[ns:]
-                combined = torch.cat([combined, rest])
         else:
             self._count_skip(
                 "Non-finite task gradient ("
                 + ", ".join(
                     f"{k}: {'ok' if torch.isfinite(v).all() else 'non-finite'}"
-                    for k, v in ((main, g_main), (aux, g_aux))
+                    for k, v in ((main, sm), (aux, sa))
                 )
                 + ")"
             )
-            combined = g_main + g_aux
+            sm.add_(sa)  # keeps the non-finite values for the GradScaler
 
+        self._point_grads("main")
         if finite or self.scaler.is_enabled():
             # back to the GradScaler's space: it unscales, skips on inf and
             # backs the scale off by itself
             if scale != 1.0:
-                combined = combined * scale
-            chunks = combined.split(self._numels)
-            for p, chunk in zip(self._params, chunks, strict=True):
-                p.grad = chunk.view_as(p).to(p.dtype)
+                flat_main.mul_(scale)
             stats["grad_norm"] = self.optimizers_step()
         else:
             for opt in self.optimizers_dict.values():
                 opt.zero_grad(set_to_none=True)
 
-        gn_cos = torch.stack(
-            [norms[0], norms[1], norms[2] / (norms[0] * norms[1] + 1e-30)]
-        )
         stats.update(
             {
-                f"gnorm_{main}": gn_cos[0],
-                f"gnorm_{aux}": gn_cos[1],
-                "cos": gn_cos[2],
+                f"gnorm_{main}": norms[0],
+                f"gnorm_{aux}": norms[1],
+                "cos": norms[2] / (norms[0] * norms[1] + 1e-30),
             }
         )
         self._log_step(stats, skipped=not finite)

@@ -170,7 +170,7 @@ def task_gradients(
 def average_across_ranks(
     grads: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """All-reduce (mean) each task's flat gradient across DDP ranks.
+    """All-reduce (mean), IN PLACE, each task's flat gradient across ranks.
 
     ``torch.autograd.grad`` returns the LOCAL gradient even under
     DistributedDataParallel, with no warning; the rules are nonlinear, so
@@ -178,12 +178,15 @@ def average_across_ranks(
     after projecting is a different algorithm, and the ranks would drift
     apart). One collective is issued for all tasks together.
 
-    Identity when ``torch.distributed`` is not initialised or has one rank.
+    The tensors are averaged in place (no copy of the flat vectors, which
+    are as large as the model); identity when ``torch.distributed`` is not
+    initialised or has one rank.
 
     Arguments
     ---------
     grads : mapping of str to flat tensors
-        Must have the same keys, order and sizes on every rank.
+        Must have the same keys, order and sizes on every rank; modified
+        in place.
 
     Returns
     -------
@@ -201,11 +204,10 @@ def average_across_ranks(
     world = dist.get_world_size()
     if world == 1:
         return grads
-    names = list(grads)
-    stacked = torch.stack([grads[n] for n in names])
-    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-    stacked /= world
-    return dict(zip(names, stacked.unbind(0), strict=True))
+    for name in grads:  # same order on every rank
+        dist.all_reduce(grads[name], op=dist.ReduceOp.SUM)
+        grads[name].div_(world)
+    return grads
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -480,6 +482,23 @@ def remedy(
     >>> b
     tensor([1., 0.])
     """
+    coefs, stats = _remedy_coefficients(
+        g_se, g_asr, k, segments, angle, scale, eps
+    )
+    a, s_se, s_asr, segments = coefs
+    n = g_se.numel()
+    out_se = _expand(s_se, segments, n) * (
+        g_se + _expand(a, segments, n) * g_asr
+    )
+    out_asr = _expand(s_asr, segments, n) * g_asr
+    if not return_stats:
+        return out_se, out_asr
+    return out_se, out_asr, stats
+
+
+def _remedy_coefficients(g_se, g_asr, k, segments, angle, scale, eps):
+    """Per-segment coefficients of the remedy: the result is
+    ``g_se' = s_se * (g_se + a * g_asr)`` and ``g_asr' = s_asr * g_asr``."""
     n = g_se.numel()
     if segments is None:
         segments = torch.tensor([n], device=g_se.device)
@@ -515,12 +534,6 @@ def remedy(
     s_se = torch.where(rescale, cos, 1.0)
     s_asr = torch.where(rescale, _safe_div(torch.ones_like(cos), cos), 1.0)
 
-    out_se = _expand(s_se, segments, n) * (
-        g_se + _expand(a, segments, n) * g_asr
-    )
-    out_asr = _expand(s_asr, segments, n) * g_asr
-    if not return_stats:
-        return out_se, out_asr
     theta = torch.atan2(se_n, asr_n) * (180.0 / math.pi)
     n_conf = conflict.sum()
     stats = {
@@ -531,7 +544,7 @@ def remedy(
         ),
         "ratio": ratio.mean(),
     }
-    return out_se, out_asr, stats
+    return (a, s_se, s_asr, segments), stats
 
 
 def pcgrad(
@@ -742,7 +755,7 @@ class D4AM(CombinationRule):
             stats["alpha_srpr"] = alpha_srpr.clone()
             # the alpha-gradient always uses alpha_gclb (official SRPR mode)
             self.weighter.update(dot, nsq, alpha_gclb)
-        g = g_main + coef * g_aux
+        g = torch.addcmul(g_main, coef, g_aux)
         if self.langevin:
             if lr is None:
                 raise ValueError("D4AM(langevin=True) needs the current lr")
@@ -839,17 +852,22 @@ class GradientRemedy(CombinationRule):
 
     def combine(self, g_main, g_aux, segments=None, lr=None):
         """See :meth:`CombinationRule.combine`."""
-        g_se, g_asr, stats = remedy(
-            g_aux,
-            g_main,
-            k=self.k,
-            segments=segments if self.per_tensor else None,
-            angle=self.angle,
-            scale=self.scale,
-            eps=self.eps,
-            return_stats=True,
+        g_se, g_asr = g_aux, g_main
+        (a, s_se, s_asr, segs), stats = _remedy_coefficients(
+            g_se,
+            g_asr,
+            self.k,
+            segments if self.per_tensor else None,
+            self.angle,
+            self.scale,
+            self.eps,
         )
-        return g_se + g_asr, stats
+        # g_se' + g_asr' = s_se * g_se + (s_se * a + s_asr) * g_asr: two
+        # broadcasts and one fused multiply-add over the flat vectors
+        n = g_se.numel()
+        c_se = _expand(s_se, segs, n)
+        c_asr = _expand(s_se * a + s_asr, segs, n)
+        return torch.addcmul(c_se.mul_(g_se), c_asr, g_asr), stats
 
 
 class PCGrad(CombinationRule):
@@ -863,8 +881,14 @@ class PCGrad(CombinationRule):
 
     def combine(self, g_main, g_aux, segments=None, lr=None):
         """See :meth:`CombinationRule.combine`."""
-        a, b = pcgrad(g_main, g_aux)
-        return a + b, {}
+        dot = torch.dot(g_main, g_aux)
+        conflict = dot < 0
+        ca = torch.where(conflict, _safe_div(dot, torch.dot(g_aux, g_aux)), 0.0)
+        cb = torch.where(
+            conflict, _safe_div(dot, torch.dot(g_main, g_main)), 0.0
+        )
+        # (g_a - ca g_b) + (g_b - cb g_a) in one fused pass
+        return torch.addcmul((1 - ca) * g_aux, 1 - cb, g_main), {}
 
 
 #: names accepted by :func:`make_rule` (one hparam selects the rule)

@@ -334,3 +334,18 @@ def test_task_gradients_one_graph_zeros_where_unreached():
     const = S.task_gradients({"c": torch.tensor(1.0)}, params)["c"]
     assert const.shape == (sum(p.numel() for p in params),)
     assert const.abs().sum() == 0
+
+
+@given(vectors(n_min=5, n_max=12))
+def test_fused_rules_equal_the_functional_definitions(pair):
+    g_main, g_aux = t(pair[0]), t(pair[1])
+    seg = torch.tensor([2, 3, g_main.numel() - 5])
+    for kwargs in ({}, {"angle": False}, {"scale": False}):
+        rule = S.GradientRemedy(k=1.5, **kwargs)
+        name = {(): "gr", ("angle",): "gr-scale", ("scale",): "gr-angle"}
+        assert S.make_rule(name[tuple(kwargs)], k=1.5).angle == rule.angle
+        combined, _ = rule(g_main, g_aux, segments=seg)
+        se, asr = S.remedy(g_aux, g_main, k=1.5, segments=seg, **kwargs)
+        torch.testing.assert_close(combined, se + asr)
+    a, b = S.pcgrad(g_main, g_aux)
+    torch.testing.assert_close(S.PCGrad()(g_main, g_aux)[0], a + b)
