@@ -44,6 +44,7 @@ EXTRAS = {
         "pystoi==0.4.1",
         "pesq==0.0.4",
         "meeteval==0.4.3",
+        "whisper-normalizer==0.1.15",
         "matplotlib",
         "tqdm",
     ],
