@@ -1,6 +1,7 @@
 """Run every recipe listed in ``tests/recipes/*.csv`` in debug mode on CPU
 (SpeechBrain's ``--debug --debug_persistently``: 2 batches, 2 epochs) and
-check the files each run must produce."""
+check the files each run must produce. ``{placeholders}`` in the flags are
+tiny session resources (:data:`tests.utils.recipes.RESOURCES`)."""
 
 import os
 import shlex
@@ -9,7 +10,12 @@ import sys
 
 import pytest
 
-from tests.utils.recipes import ROOT, parse_checks, recipe_rows
+from tests.utils.recipes import (
+    ROOT,
+    fill_placeholders,
+    parse_checks,
+    recipe_rows,
+)
 
 ROWS = recipe_rows()
 
@@ -21,7 +27,7 @@ def test_recipe_runs_in_debug_mode(row, tmp_path):
         sys.executable,
         str(ROOT / row["Script_file"]),
         str(ROOT / row["Hparam_file"]),
-        *shlex.split(row["test_debug_flags"]),
+        *shlex.split(fill_placeholders(row["test_debug_flags"])),
         "--device=cpu",
         "--debug",
         "--debug_persistently",

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""D4AM in the paper's setting: LibriSpeech + DNS noise, CHiME-4 test.
+
+To run this recipe (LibriSpeech, the DNS-Challenge noise and CHiME-4 on
+disk; the proxy comes from the SpeechBrain hub, ``proxy_source``)::
+
+    python recipes/LibriSpeech/train_d4am.py hparams/d4am.yaml \
+        --data_folder=/data/LibriSpeech --dns_folder=/data/DNS-Challenge \
+        --chime4_folder=/data/CHiME4
+    # start from D4AM's INIT checkpoint instead of pre-training:
+    ... --init_checkpoint=/ckpt/INIT.pth --init_epochs=0
+
+Preparation (``robust_brain.data.prepare``): LibriSpeech transcribed
+(``train_splits``, ``valid_split``) and speech-only
+(``speech_only_splits``) manifests, the DNS noise manifest and the CHiME-4
+1-channel manifests. Then the stages of ``stages``, each checkpointed in
+``<save_folder>/<stage>`` (re-running resumes):
+
+1. ``init``: DEMUCS regression pre-training (D4AM's INIT), optionally from
+   ``init_checkpoint``;
+2. ``modes``: each mode of ``modes`` fine-tuned from INIT with the FROZEN
+   proxy (SpeechBrain's LibriSpeech Conformer-small, loaded by the
+   ``pretrainer``); GRID keeps the alpha of ``grid_alphas`` with the lowest
+   proxy WER on the validation set;
+3. ``evaluate``: each CHiME-4 split (and MiniNoisy's test sets when
+   ``mininoisy_folder`` is set) enhanced by every system (inputs at
+   -25 dBFS) and transcribed by the unseen ``eval_recognisers`` and by the
+   proxy (free-running greedy CTC); per split, the mean of the
+   per-environment WERs (D4AM's protocol) and the pooled WER.
+
+Authors
+ * robust_brain developers 2026
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from robust_brain.data.prepare import (
+    prepare_chime4,
+    prepare_dns_noise,
+    prepare_librispeech,
+)
+from robust_brain.data.streams import (
+    NoiseCorruptor,
+    SpeechStream,
+    TokenEncoder,
+    read_rows,
+)
+from robust_brain.methods.d4am import (
+    MODES,
+    evaluate_enhancers,
+    load_enhancer_weights,
+    make_mode_rule,
+    make_train_set,
+    run_modes,
+    train_enhancer_stage,
+)
+from robust_brain.models.asr import CTCRecogniser, freeze
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("init", "modes", "evaluate")
+
+
+def prepare(hparams):
+    """Write (once, on the main process) and return the manifests."""
+    save = hparams["save_folder"]
+    transcribed = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": save,
+        "splits": [*hparams["train_splits"], hparams["valid_split"]],
+    }
+    speech_only = {
+        "data_folder": hparams["data_folder"],
+        "save_folder": save,
+        "splits": hparams["speech_only_splits"],
+        "transcribed": False,
+        "merge_splits": hparams["speech_only_splits"],
+        "merge_name": "speech_only",
+    }
+    dns = {
+        "data_folder": hparams["dns_folder"],
+        "save_folder": save,
+        "noise_subdir": hparams["dns_noise_subdir"],
+    }
+    chime4 = {
+        "data_folder": hparams["chime4_folder"],
+        "save_folder": save,
+        "splits": hparams["chime4_splits"],
+        "environments": hparams["chime4_environments"],
+    }
+    jobs = [
+        (prepare_librispeech, transcribed),
+        (prepare_librispeech, speech_only),
+        (prepare_dns_noise, dns),
+    ]
+    if "evaluate" in hparams["stages"]:
+        jobs.append((prepare_chime4, chime4))
+    paths = {}
+    for fn, kwargs in jobs:
+        sb.utils.distributed.run_on_main(
+            fn, kwargs={**kwargs, "skip_prep": hparams["skip_prep"]}
+        )
+        paths.update(fn(**kwargs, skip_prep=True))
+    return paths
+
+
+def dataio_prepare(hparams, paths, tokenizer):
+    """The two training streams and the validation stream."""
+    text = TokenEncoder(tokenizer)
+    seed = hparams["seed"]
+    corruptor = NoiseCorruptor(
+        read_rows(paths["noise"], hparams["dns_folder"]),
+        snr_range=(hparams["snr_low"], hparams["snr_high"]),
+        speech_level_dbfs=hparams["speech_level_dbfs"],
+        sample_rate=hparams["sample_rate"],
+    )
+    root = hparams["data_folder"]
+    transcribed = []
+    for split in hparams["train_splits"]:
+        transcribed += read_rows(paths[split], root)
+    valid_rows = read_rows(paths[hparams["valid_split"]], root)
+    valid_rows = valid_rows[: hparams["valid_max_utterances"]]
+    return {
+        "asr": SpeechStream(
+            transcribed, corruptor, text_pipeline=text, seed=seed, name="asr"
+        ),
+        "se": SpeechStream(
+            read_rows(paths["speech_only_untranscribed"], root),
+            corruptor,
+            segment=(hparams["segment_min"], hparams["segment_max"]),
+            seed=seed,
+            name="se",
+        ),
+        # online corruption with fixed draws (the epoch never changes)
+        "valid": SpeechStream(
+            valid_rows, corruptor, text_pipeline=text, seed=seed, name="valid"
+        ),
+    }
+
+
+def loader(hparams, shuffle):
+    """DataLoader options."""
+    return {
+        "batch_size": hparams["batch_size"],
+        "shuffle": shuffle,
+        "num_workers": hparams["num_workers"],
+    }
+
+
+def load_proxy(hparams):
+    """The hub proxy and its tokenizer, through the Pretrainer; frozen."""
+    pretrainer = hparams["pretrainer"]
+    sb.utils.distributed.run_on_main(pretrainer.collect_files)
+    pretrainer.load_collected()
+    return freeze(hparams["proxy"]), hparams["tokenizer"]
+
+
+def enhancer_stage(
+    hparams,
+    run_opts,
+    data,
+    mode,
+    name,
+    enhancer,
+    proxy,
+    tokenizer,
+    grid_alpha=1.0,
+    train=True,
+):
+    """Train (or resume, or reload) one enhancer stage in its folder."""
+    init = mode == "INIT"
+    rule = make_mode_rule(
+        mode,
+        grid_alpha=grid_alpha,
+        langevin=hparams["langevin"],
+        num_samples=hparams["langevin_num_samples"] or len(data["se"]),
+        srpr_init=hparams["srpr_init"],
+        srpr_beta=hparams["srpr_beta"],
+        srpr_window=hparams["srpr_window"],
+    )
+    epochs = hparams["init_epochs"] if init else hparams["mode_epochs"]
+    return train_enhancer_stage(
+        mode,
+        enhancer,
+        make_train_set(mode, data["asr"], data["se"], seed=hparams["seed"]),
+        data["valid"],
+        folder=Path(hparams["save_folder"]) / name,
+        epochs=epochs if train else 0,
+        opt_class=hparams["init_opt_class" if init else "opt_class"],
+        run_opts=run_opts,
+        proxy=None if init else proxy,
+        tokenizer=tokenizer,
+        regression_loss=hparams["regression_loss"],
+        reg_stream_weight=hparams["reg_stream_weight"],
+        surgery_rule=rule,
+        train_loader_kwargs=loader(hparams, True),
+        valid_loader_kwargs=loader(hparams, False),
+        ckpt_selection=hparams["ckpt_selection"],
+        extra_hparams={
+            "max_grad_norm": hparams["max_grad_norm"],
+            "grad_accumulation_factor": hparams["grad_accumulation_factor"],
+        },
+    )
+
+
+def stage_evaluate(hparams, paths, systems, proxy, tokenizer, device):
+    """CHiME-4 splits (and MiniNoisy test sets) x systems x recognisers."""
+    recognisers = list(hparams["eval_recognisers"])
+    if hparams["eval_proxy"]:
+        recognisers.append(
+            CTCRecogniser(proxy, tokenizer, "proxy-ctc", device=device)
+        )
+    sets = [
+        (f"chime4_{split}", paths[split], hparams["chime4_folder"])
+        for split in hparams["chime4_splits"]
+    ]
+    if hparams["mininoisy_folder"]:
+        root = Path(hparams["mininoisy_folder"])
+        for name in ("test", "test_real"):
+            if (root / f"{name}_pairs.csv").exists():
+                sets.append(
+                    (f"mininoisy_{name}", root / f"{name}_pairs.csv", root)
+                )
+    for name, manifest, data_root in sets:
+        _, table = evaluate_enhancers(
+            manifest,
+            systems,
+            recognisers,
+            Path(hparams["eval_folder"]) / name,
+            data_root=data_root,
+            input_level_dbfs=hparams["eval_input_level_dbfs"],
+            max_utterances=hparams["eval_max_utterances"],
+            conditions=hparams["eval_conditions"],
+            include_clean=hparams["eval_include_clean"],
+            cache=hparams["eval_cache"],
+            batch_size=hparams["eval_batch_size"],
+            device=device,
+            title=f"{name}, seed {hparams['seed']}",
+        )
+        print(table)
+    # every set evaluated so far (also by earlier runs with other sets)
+    done = sorted(Path(hparams["eval_folder"]).glob("*/d4am_table.md"))
+    text = "\n\n".join(p.read_text().strip() for p in done)
+    (Path(hparams["output_folder"]) / "results.md").write_text(text + "\n")
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    stages = [s.lower() for s in hparams["stages"]]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; choose among {STAGES}")
+    for mode in hparams["modes"]:
+        if mode.upper() not in MODES[1:]:
+            raise ValueError(f"modes: {mode!r} is not one of {MODES[1:]}")
+    paths = prepare(hparams)
+    proxy, tokenizer = load_proxy(hparams)
+    data = dataio_prepare(hparams, paths, tokenizer)
+    device = run_opts.get("device") or sb.utils.distributed.infer_device()
+
+    init_enhancer = hparams["enhancer"]
+    if hparams["init_checkpoint"]:
+        load_enhancer_weights(init_enhancer, hparams["init_checkpoint"])
+    if hparams["init_epochs"] > 0 or not hparams["init_checkpoint"]:
+        enhancer_stage(
+            hparams,
+            run_opts,
+            data,
+            "INIT",
+            "INIT",
+            init_enhancer,
+            None,
+            tokenizer,
+            train="init" in stages,
+        )
+    systems = {"INIT": init_enhancer}
+    if "modes" in stages or "evaluate" in stages:
+
+        def train_stage(mode, name, enhancer, grid_alpha):
+            return enhancer_stage(
+                hparams,
+                run_opts,
+                data,
+                mode,
+                name,
+                enhancer,
+                proxy,
+                tokenizer,
+                grid_alpha=grid_alpha,
+                train="modes" in stages,
+            )
+
+        systems.update(
+            run_modes(
+                hparams["modes"],
+                hparams["grid_alphas"],
+                init_enhancer,
+                train_stage,
+                data["valid"],
+                loader(hparams, False),
+                selection_file=Path(hparams["save_folder"])
+                / "grid_selection.json",
+            )
+        )
+    if "evaluate" in stages and sb.utils.distributed.if_main_process():
+        order = [m for m in MODES if m in systems]
+        if hparams["eval_grid_alphas"]:
+            order += sorted(set(systems) - set(order))
+        systems = {k: systems[k] for k in order}
+        stage_evaluate(
+            hparams, paths, systems, proxy.to(device), tokenizer, device
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""D4AM on the offline MiniNoisy corpus: proxy -> INIT -> modes -> table.
+
+To run this recipe (after generating the corpus)::
+
+    python -m robust_brain.data.generate --corpus mininoisy --out data
+    python recipes/MiniNoisy/train_d4am.py hparams/d4am_mini.yaml \
+        --data_folder=data/MiniNoisy
+    # only some stages / modes:
+    python recipes/MiniNoisy/train_d4am.py hparams/d4am_mini.yaml \
+        --stages=[init,modes] --modes=[D4AM,GRID] --grid_alphas=[1.0]
+
+Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``:
+
+1. ``proxy``: a SentencePiece tokenizer and a small Conformer CTC/attention
+   recogniser trained on MiniNoisy clean + noisy training speech (best
+   greedy-CTC WER on the validation pairs), then frozen;
+2. ``init``: DEMUCS regression pre-training (D4AM's INIT);
+3. ``modes``: each mode of ``modes`` fine-tuned from INIT; GRID runs every
+   alpha of ``grid_alphas`` and keeps the one with the lowest proxy WER on
+   the validation pairs;
+4. ``evaluate``: the ``eval_sets`` pair manifests enhanced by each system
+   (input at -25 dBFS) and transcribed by the unseen ``eval_recognisers``
+   (Whisper via faster-whisper, never used in training) and by the proxy
+   (free-running greedy CTC); tables and a WER-vs-SNR plot per set in
+   ``<output_folder>/eval/<set>/``, the summary in ``results.md``.
+
+Authors
+ * robust_brain developers 2026
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from robust_brain.data.streams import (
+    NoiseCorruptor,
+    SpeechStream,
+    TokenEncoder,
+    read_rows,
+)
+from robust_brain.methods.d4am import (
+    MODES,
+    evaluate_enhancers,
+    make_mode_rule,
+    make_train_set,
+    run_modes,
+    train_enhancer_stage,
+)
+from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
+from robust_brain.models.asr import CTCRecogniser
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("proxy", "init", "modes", "evaluate")
+
+
+def dataio_prepare(hparams, tokenizer):
+    """Streams of the MiniNoisy manifests (no preparation: the generator
+    writes them)."""
+    root = Path(hparams["data_folder"])
+    text = TokenEncoder(tokenizer)
+    seed = hparams["seed"]
+    rir_rows = None
+    if hparams["rir_prob"] > 0:
+        rir_rows = read_rows(root / "rir_train.csv")
+    corruptor = NoiseCorruptor(
+        read_rows(root / "noise_train.csv"),
+        snr_range=(hparams["snr_low"], hparams["snr_high"]),
+        speech_level_dbfs=hparams["speech_level_dbfs"],
+        rir_rows=rir_rows,
+        rir_prob=hparams["rir_prob"],
+        sample_rate=hparams["sample_rate"],
+    )
+    train_clean = read_rows(root / "train_clean.csv")
+    valid_pairs = read_rows(root / "valid_pairs.csv")
+    data = {
+        "asr": SpeechStream(
+            train_clean, corruptor, text_pipeline=text, seed=seed, name="asr"
+        ),
+        "se": SpeechStream(
+            read_rows(root / "train_untranscribed.csv"),
+            corruptor,
+            segment=(hparams["segment_min"], hparams["segment_max"]),
+            seed=seed,
+            name="se",
+        ),
+        "valid": SpeechStream(valid_pairs, text_pipeline=text, name="valid"),
+    }
+    # the proxy learns from clean AND noisy speech (pre-mixed pairs)
+    as_pairs = [dict(r, noisy_wav=r["wav"], clean_wav="") for r in train_clean]
+    data["proxy_train"] = SpeechStream(
+        read_rows(root / "train_pairs.csv") + as_pairs,
+        text_pipeline=text,
+        name="proxy",
+    )
+    data["proxy_valid"] = data["valid"]
+    return data
+
+
+def loader(hparams, batch_size, shuffle):
+    """DataLoader options."""
+    return {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "num_workers": hparams["num_workers"],
+    }
+
+
+def run_options(hparams):
+    """Run options set in the yaml (SpeechBrain reads them from hparams)."""
+    return {
+        "max_grad_norm": hparams["max_grad_norm"],
+        "grad_accumulation_factor": hparams["grad_accumulation_factor"],
+    }
+
+
+def stage_proxy(hparams, run_opts, data, tokenizer, train):
+    """Train (or resume, or just reload) the offline proxy; frozen."""
+    return train_proxy_stage(
+        hparams["proxy"],
+        tokenizer,
+        data["proxy_train"],
+        data["proxy_valid"],
+        folder=Path(hparams["save_folder"]) / "proxy",
+        epochs=hparams["proxy_epochs"] if train else 0,
+        opt_class=hparams["proxy_opt_class"],
+        run_opts=run_opts,
+        lr_annealing=hparams["proxy_annealing"],
+        train_loader_kwargs=loader(hparams, hparams["proxy_batch_size"], True),
+        valid_loader_kwargs=loader(hparams, hparams["proxy_batch_size"], False),
+        extra_hparams={"max_grad_norm": hparams["proxy_max_grad_norm"]},
+        selection=hparams["proxy_ckpt_selection"],
+    )
+
+
+def enhancer_stage(
+    hparams,
+    run_opts,
+    data,
+    mode,
+    name,
+    enhancer,
+    proxy,
+    tokenizer,
+    grid_alpha=1.0,
+    train=True,
+    init=False,
+):
+    """Train (or resume, or reload) one enhancer stage in its folder."""
+    rule = make_mode_rule(
+        mode,
+        grid_alpha=grid_alpha,
+        langevin=hparams["langevin"],
+        num_samples=hparams["langevin_num_samples"] or len(data["se"]),
+        srpr_init=hparams["srpr_init"],
+        srpr_beta=hparams["srpr_beta"],
+        srpr_window=hparams["srpr_window"],
+    )
+    epochs = hparams["init_epochs"] if init else hparams["mode_epochs"]
+    return train_enhancer_stage(
+        mode,
+        enhancer,
+        make_train_set(mode, data["asr"], data["se"], seed=hparams["seed"]),
+        data["valid"],
+        folder=Path(hparams["save_folder"]) / name,
+        epochs=epochs if train else 0,
+        opt_class=hparams["init_opt_class" if init else "opt_class"],
+        run_opts=run_opts,
+        proxy=None if mode == "INIT" else proxy,
+        tokenizer=tokenizer,
+        regression_loss=hparams["regression_loss"],
+        reg_stream_weight=hparams["reg_stream_weight"],
+        surgery_rule=rule,
+        train_loader_kwargs=loader(hparams, hparams["batch_size"], True),
+        valid_loader_kwargs=loader(hparams, hparams["batch_size"], False),
+        ckpt_selection=hparams["ckpt_selection"],
+        extra_hparams=run_options(hparams),
+    )
+
+
+def stage_evaluate(hparams, systems, proxy, tokenizer, device):
+    """Score every system on every evaluation set; write the tables."""
+    recognisers = list(hparams["eval_recognisers"])
+    if hparams["eval_proxy"]:
+        recognisers.append(
+            CTCRecogniser(proxy, tokenizer, "proxy-ctc", device=device)
+        )
+    main = {k: systems[k] for k in MODES if k in systems}
+    extra = {}
+    if hparams["eval_grid_alphas"]:
+        extra = {k: v for k, v in systems.items() if k not in main}
+    for name in hparams["eval_sets"]:
+        manifest = Path(hparams["data_folder"]) / f"{name}_pairs.csv"
+        if not manifest.exists():
+            logger.warning("no %s: evaluation set %s skipped", manifest, name)
+            continue
+        _, table = evaluate_enhancers(
+            manifest,
+            {**main, **extra},
+            recognisers,
+            Path(hparams["eval_folder"]) / name,
+            input_level_dbfs=hparams["eval_input_level_dbfs"],
+            max_utterances=hparams["eval_max_utterances"],
+            conditions=hparams["eval_conditions"],
+            include_clean=hparams["eval_include_clean"],
+            cache=hparams["eval_cache"],
+            batch_size=hparams["eval_batch_size"],
+            device=device,
+            title=f"MiniNoisy {name}, seed {hparams['seed']}",
+            n_seeds=1,
+        )
+        print(table)
+    # every set evaluated so far (also by earlier runs with other sets)
+    done = sorted(Path(hparams["eval_folder"]).glob("*/d4am_table.md"))
+    text = "\n\n".join(p.read_text().strip() for p in done)
+    (Path(hparams["output_folder"]) / "results.md").write_text(text + "\n")
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    stages = [s.lower() for s in hparams["stages"]]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; choose among {STAGES}")
+    for mode in hparams["modes"]:
+        if mode.upper() not in MODES[1:]:
+            raise ValueError(f"modes: {mode!r} is not one of {MODES[1:]}")
+    save = Path(hparams["save_folder"])
+    tokenizer = train_tokenizer(
+        save / "tokenizer",
+        Path(hparams["data_folder"]) / "train_clean.csv",
+        hparams["proxy_vocab_size"],
+        hparams["proxy_token_type"],
+    )
+    data = dataio_prepare(hparams, tokenizer)
+    device = run_opts.get("device") or sb.utils.distributed.infer_device()
+
+    proxy = None
+    if {"proxy", "modes", "evaluate"} & set(stages):
+        proxy = stage_proxy(
+            hparams, run_opts, data, tokenizer, train="proxy" in stages
+        )
+    init_enhancer = hparams["enhancer"]
+    if "init" in stages or "modes" in stages or "evaluate" in stages:
+        enhancer_stage(
+            hparams,
+            run_opts,
+            data,
+            "INIT",
+            "INIT",
+            init_enhancer,
+            None,
+            tokenizer,
+            train="init" in stages,
+            init=True,
+        )
+    systems = {"INIT": init_enhancer}
+    if "modes" in stages or "evaluate" in stages:
+
+        def train_stage(mode, name, enhancer, grid_alpha):
+            return enhancer_stage(
+                hparams,
+                run_opts,
+                data,
+                mode,
+                name,
+                enhancer,
+                proxy,
+                tokenizer,
+                grid_alpha=grid_alpha,
+                train="modes" in stages,
+            )
+
+        systems.update(
+            run_modes(
+                hparams["modes"],
+                hparams["grid_alphas"],
+                init_enhancer,
+                train_stage,
+                data["valid"],
+                loader(hparams, hparams["batch_size"], False),
+                selection_file=save / "grid_selection.json",
+            )
+        )
+    if "evaluate" in stages and sb.utils.distributed.if_main_process():
+        stage_evaluate(hparams, systems, proxy, tokenizer, device)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main(sys.argv[1:])

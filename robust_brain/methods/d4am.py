@@ -1,0 +1,990 @@
+"""D4AM: fine-tune a speech enhancer for a FROZEN proxy recogniser.
+
+:class:`D4AMBrain` is a :class:`~robust_brain.brain.DualLossBrain` with
+``loss_names = ("cls", "reg")`` (ALGORITHMS.md §1):
+
+* ``cls``: the proxy's joint CTC/attention loss on the ENHANCED transcribed
+  stream (the proxy is frozen: eval mode, no parameter gradient, the
+  gradient reaches the enhancer through its input);
+* ``reg``: ``w * l(SE(y_se), x_se) + (1 - w) * l(SE(y_asr), x_asr)`` with
+  D4AM's regression loss ``l`` (L1 + multi-resolution STFT) mixing the
+  speech-only and the transcribed streams (``w = 0.5``).
+
+The enhancer runs separately on the two streams, so the classification
+backward traverses only the transcribed stream.
+
+One hparam, ``mode``, selects the method (:func:`make_mode_rule`):
+
+=====  ========  ====================================================
+mode   losses    update
+=====  ========  ====================================================
+INIT   reg       regression pre-training; the proxy is never used
+CLSO   cls       classification only; speech-only stream not read
+GCLB   cls, reg  ``g_cls + alpha_gclb g_reg``
+SRPR   cls, reg  ``g_cls + alpha_srpr g_reg`` (+ Langevin noise)
+GRID   cls, reg  one backward of ``L_cls + alpha L_reg``
+D4AM   cls, reg  ``g_cls + (alpha_gclb + alpha_srpr) g_reg`` (+ noise)
+=====  ========  ====================================================
+
+The per-step alpha_gclb, alpha_srpr, gradient norms and cosine are written
+by the engine to ``surgery_log_file``; :func:`plot_surgery_log` draws them.
+:func:`train_enhancer_stage` runs one mode in its own checkpointed folder
+(re-running resumes), :func:`evaluate_enhancers` scores enhancers with
+unseen recognisers and :func:`d4am_table` prints the method comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from robust_brain.brain import DualLossBrain
+from robust_brain.data.streams import PairedStreams
+from robust_brain.models.asr import freeze
+from robust_brain.surgery import CombinationRule, Sum, make_rule
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MODES",
+    "mode_losses",
+    "make_mode_rule",
+    "make_train_set",
+    "D4AMBrain",
+    "LevelNormalizedEnhancer",
+    "train_enhancer_stage",
+    "run_modes",
+    "load_enhancer_weights",
+    "plot_surgery_log",
+    "condition_family",
+    "d4am_table",
+    "evaluate_enhancers",
+]
+
+#: the methods of the D4AM paper, in table order
+MODES = ("INIT", "CLSO", "GCLB", "SRPR", "GRID", "D4AM")
+
+
+def _check_mode(mode: str) -> str:
+    key = str(mode).upper()
+    if key not in MODES:
+        raise ValueError(f"unknown D4AM mode {mode!r}; choose one of {MODES}")
+    return key
+
+
+def mode_losses(mode: str) -> tuple[str, ...]:
+    """Losses a mode computes.
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`MODES` (any case).
+
+    Returns
+    -------
+    tuple of str
+
+    Example
+    -------
+    >>> mode_losses("init"), mode_losses("CLSO"), mode_losses("D4AM")
+    (('reg',), ('cls',), ('cls', 'reg'))
+    """
+    key = _check_mode(mode)
+    if key == "INIT":
+        return ("reg",)
+    if key == "CLSO":
+        return ("cls",)
+    return ("cls", "reg")
+
+
+def make_mode_rule(
+    mode: str,
+    grid_alpha: float = 1.0,
+    langevin: bool = False,
+    num_samples: int | None = None,
+    srpr_init: float = 1.0,
+    srpr_beta: float = 0.05,
+    srpr_window: int = 8,
+) -> CombinationRule:
+    """The gradient-combination rule of a mode.
+
+    INIT and CLSO compute one loss: :class:`~robust_brain.surgery.Sum` (the
+    absent loss has a zero gradient and costs no backward). GRID is a
+    fixed weighted sum (one backward); GCLB, SRPR and D4AM are the rules of
+    :mod:`robust_brain.surgery`. Langevin noise applies to SRPR and D4AM.
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`MODES`.
+    grid_alpha : float
+        GRID's fixed weight of the regression loss.
+    langevin : bool
+        Langevin gradient noise (SRPR, D4AM).
+    num_samples : int, optional
+        Size of the speech-only set (needed with ``langevin``).
+    srpr_init, srpr_beta, srpr_window : float, float, int
+        alpha_srpr initial value, step size and averaging window.
+
+    Returns
+    -------
+    CombinationRule
+
+    Example
+    -------
+    >>> make_mode_rule("GRID", grid_alpha=0.3).linear_weights
+    (1.0, 0.3)
+    >>> type(make_mode_rule("init")).__name__
+    'Sum'
+    >>> make_mode_rule("d4am", langevin=True, num_samples=100).langevin
+    True
+    """
+    key = _check_mode(mode)
+    if key in ("INIT", "CLSO"):
+        return Sum()
+    kwargs = {
+        "srpr_init": srpr_init,
+        "srpr_beta": srpr_beta,
+        "srpr_window": srpr_window,
+    }
+    if key in ("SRPR", "D4AM"):
+        kwargs.update(langevin=bool(langevin), num_samples=num_samples)
+    if key == "GRID":
+        kwargs["grid_alpha"] = grid_alpha
+    return make_rule(key.lower(), **kwargs)
+
+
+def make_train_set(mode: str, asr_stream, se_stream, seed: int = 0):
+    """D4AM's two-stream training set; CLSO leaves the speech-only stream
+    out entirely (it is never read).
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`MODES`.
+    asr_stream : SpeechStream
+        Transcribed stream.
+    se_stream : SpeechStream
+        Speech-only stream.
+    seed : int
+        Pairing seed.
+
+    Returns
+    -------
+    PairedStreams
+    """
+    uses_reg = "reg" in mode_losses(mode)
+    return PairedStreams(asr_stream, se_stream if uses_reg else None, seed)
+
+
+class D4AMBrain(DualLossBrain):
+    """D4AM's enhancer training (every mode), on :class:`DualLossBrain`.
+
+    Hparams read:
+
+    * ``mode``: one of :data:`MODES`;
+    * ``surgery_rule`` (optional): default :func:`make_mode_rule` of
+      ``mode`` with default constants;
+    * ``proxy``: the frozen recogniser, with ``loss(wavs, lens, tokens,
+      token_lens)`` (and ``transcribe(wavs, lens, tokenizer)`` for the
+      validation WER); never touched in INIT mode; kept OUT of ``modules``
+      and re-frozen at every stage start;
+    * ``tokenizer`` (optional): enables the free-running greedy-CTC WER of
+      the proxy in validation (not in INIT mode);
+    * ``regression_loss``: ``l(estimate, target, lengths)``;
+    * ``reg_stream_weight``: weight ``w`` of the speech-only stream in
+      ``reg`` (0.5);
+    * ``train_logger`` (optional), ``ckpt_selection`` (``last``, ``loss``
+      or ``WER``, default ``last`` as the official code).
+
+    ``modules`` must hold ``enhancer``, called as ``enhancer(wavs,
+    lengths)``. The training batches are :class:`TwoStreamBatch` (see
+    :func:`make_train_set`); validation/test batches are ``PaddedBatch``
+    of one stream (keys ``noisy``, ``clean``, ``tokens``, ``wrd``).
+    """
+
+    loss_names = ("cls", "reg")
+
+    def __init__(
+        self,
+        modules=None,
+        opt_class=None,
+        hparams=None,
+        run_opts=None,
+        checkpointer=None,
+    ):
+        hparams = dict(hparams or {})
+        self.mode = _check_mode(hparams.get("mode", "D4AM"))
+        hparams["mode"] = self.mode
+        if hparams.get("surgery_rule") is None:
+            hparams["surgery_rule"] = make_mode_rule(self.mode)
+        self.losses_needed = mode_losses(self.mode)
+        self.uses_proxy = "cls" in self.losses_needed
+        if self.uses_proxy and hparams.get("proxy") is None:
+            raise ValueError(f"mode {self.mode} needs a proxy recogniser")
+        super().__init__(
+            modules=modules,
+            opt_class=opt_class,
+            hparams=hparams,
+            run_opts=run_opts,
+            checkpointer=checkpointer,
+        )
+        self._train_data = None
+        self.wer_metric = None
+        self.train_stats = {}
+
+    # ----------------------------------------------------------- set-up
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """SpeechBrain's loader, with the dataset's own ``collate`` and a
+        handle on the training set (for :meth:`set_epoch`)."""
+        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
+            loader_kwargs["collate_fn"] = dataset.collate
+        if stage == sb.Stage.TRAIN:
+            self._train_data = dataset
+        return super().make_dataloader(
+            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
+        )
+
+    def _proxy(self):
+        return freeze(self.hparams.proxy.to(self.device))
+
+    def on_fit_start(self):
+        """Engine set-up, then the frozen proxy on the device (not INIT)."""
+        super().on_fit_start()
+        if self.uses_proxy:
+            self._proxy()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Re-freeze the proxy (``fit`` puts modules in train mode), pick
+        the epoch's draws, reset the WER tracker."""
+        if self.uses_proxy:
+            self._proxy()
+        if stage == sb.Stage.TRAIN:
+            if self._train_data is not None and epoch is not None:
+                if hasattr(self._train_data, "set_epoch"):
+                    self._train_data.set_epoch(epoch)
+        elif self.uses_proxy and self._tokenizer() is not None:
+            self.wer_metric = sb.utils.metric_stats.ErrorRateStats()
+        else:
+            self.wer_metric = None
+
+    def _tokenizer(self):
+        return getattr(self.hparams, "tokenizer", None)
+
+    # ---------------------------------------------------------- forward
+    def _enhance(self, batch):
+        wavs, lens = batch.noisy
+        return self.modules.enhancer(wavs, lens), lens
+
+    def compute_forward(self, batch, stage):
+        """Enhance the transcribed stream and, when ``reg`` is computed in
+        training, the speech-only stream (a separate forward)."""
+        batch = batch.to(self.device)
+        if stage != sb.Stage.TRAIN:
+            enh, lens = self._enhance(batch)
+            return {"asr": (enh, lens)}
+        out = {"asr": self._enhance(batch.asr)}
+        if "reg" in self.losses_needed:
+            if batch.se is None:
+                raise ValueError(
+                    f"mode {self.mode} needs the speech-only stream"
+                )
+            out["se"] = self._enhance(batch.se)
+        return out
+
+    def _reg_one(self, enhanced, lens, batch):
+        clean, _ = batch.clean
+        return self.hparams.regression_loss(enhanced, clean, lens)
+
+    def _cls(self, enhanced, lens, batch):
+        tokens, token_lens = batch.tokens
+        return self.hparams.proxy.loss(enhanced, lens, tokens, token_lens)
+
+    def compute_objectives(self, outputs, batch, stage):
+        """Dict of the mode's losses (TRAIN), or the validation losses.
+
+        Arguments
+        ---------
+        outputs : dict
+            From :meth:`compute_forward`.
+        batch : TwoStreamBatch or PaddedBatch
+        stage : speechbrain.Stage
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+        """
+        enh, lens = outputs["asr"]
+        losses = {}
+        if stage != sb.Stage.TRAIN:
+            losses["reg"] = self._reg_one(enh, lens, batch)
+            if self.uses_proxy:
+                losses["cls"] = self._cls(enh, lens, batch)
+                if self.wer_metric is not None:
+                    hyps = self.hparams.proxy.transcribe(
+                        enh, lens, self._tokenizer()
+                    )
+                    self.wer_metric.append(
+                        batch.id,
+                        [h.split() for h in hyps],
+                        [w.split() for w in batch.wrd],
+                    )
+            return losses
+        asr = batch.asr
+        if "cls" in self.losses_needed:
+            losses["cls"] = self._cls(enh, lens, asr)
+        if "reg" in self.losses_needed:
+            w = float(getattr(self.hparams, "reg_stream_weight", 0.5))
+            enh_se, lens_se = outputs["se"]
+            losses["reg"] = w * self._reg_one(enh_se, lens_se, batch.se) + (
+                1.0 - w
+            ) * self._reg_one(enh, lens, asr)
+        return losses
+
+    # ---------------------------------------------------------- logging
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Epoch statistics (with the surgery summary), checkpointing."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, **self.surgery_summary()}
+            return
+        stats = {"loss": stage_loss}
+        if self.wer_metric is not None and len(self.wer_metric.scores):
+            stats["WER"] = self.wer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            train_logger = getattr(self.hparams, "train_logger", None)
+            if train_logger is not None:
+                train_logger.log_stats(
+                    stats_meta={"epoch": epoch, "mode": self.mode},
+                    train_stats=self.train_stats,
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                key = self._selection_key(stats)
+                self.checkpointer.save_and_keep_only(
+                    meta=stats, min_keys=[key] if key else []
+                )
+        self.last_stats = stats
+
+    def _selection_key(self, stats=None):
+        choice = getattr(self.hparams, "ckpt_selection", "last") or "last"
+        if choice == "last":
+            return None
+        if choice not in ("loss", "WER"):
+            raise ValueError(
+                f"ckpt_selection must be last, loss or WER: {choice}"
+            )
+        if choice == "WER" and (stats is not None and "WER" not in stats):
+            return "loss"
+        if choice == "WER" and not self.uses_proxy:
+            return "loss"
+        return choice
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Evaluate the checkpoint chosen by ``ckpt_selection`` (unless a
+        key is given)."""
+        if max_key is None and min_key is None:
+            self.recover_selected()
+        else:
+            super().on_evaluate_start(max_key=max_key, min_key=min_key)
+
+    def recover_selected(self):
+        """Load the checkpoint chosen by ``ckpt_selection``.
+
+        Returns
+        -------
+        speechbrain.utils.checkpoints.Checkpoint or None
+            None when there is no checkpoint.
+        """
+        if self.checkpointer is None:
+            return None
+        key = self._selection_key()
+        if key is None:
+            return self.checkpointer.recover_if_possible()
+        return self.checkpointer.recover_if_possible(min_key=key)
+
+
+class LevelNormalizedEnhancer(torch.nn.Module):
+    """An enhancer applied after scaling each input to a fixed level.
+
+    D4AM's evaluation normalises every input to -25 dBFS before enhancing
+    (the unprocessed NOIS baseline is scored on the original files).
+
+    Arguments
+    ---------
+    enhancer : torch.nn.Module
+        ``enhancer(wavs, lengths)``.
+    level_dbfs : float, optional
+        RMS level of the input (None: no scaling).
+
+    Example
+    -------
+    >>> f = LevelNormalizedEnhancer(lambda w, n: w, level_dbfs=-20.0)
+    >>> out = f(torch.ones(1, 100), torch.ones(1))
+    >>> round(float(out.pow(2).mean().sqrt()), 4)
+    0.1
+    """
+
+    def __init__(self, enhancer, level_dbfs: float | None = -25.0):
+        super().__init__()
+        self.enhancer = enhancer
+        self.level_dbfs = level_dbfs
+
+    def forward(self, wavs, lengths):
+        if self.level_dbfs is not None:
+            n = wavs.shape[-1]
+            mask = (
+                torch.arange(n, device=wavs.device).unsqueeze(0)
+                < torch.round(lengths * n).unsqueeze(1)
+            ).to(wavs.dtype)
+            power = (wavs.pow(2) * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+            gain = 10.0 ** (self.level_dbfs / 20.0) / power.sqrt().clamp_min(
+                1e-8
+            )
+            wavs = wavs * gain.unsqueeze(-1)
+        return self.enhancer(wavs, lengths)
+
+
+def train_enhancer_stage(
+    mode: str,
+    enhancer: torch.nn.Module,
+    train_set,
+    valid_set,
+    *,
+    folder,
+    epochs: int,
+    opt_class,
+    run_opts=None,
+    proxy=None,
+    tokenizer=None,
+    regression_loss=None,
+    reg_stream_weight: float = 0.5,
+    surgery_rule: CombinationRule | None = None,
+    train_loader_kwargs: Mapping | None = None,
+    valid_loader_kwargs: Mapping | None = None,
+    ckpt_selection: str = "last",
+    extra_hparams: Mapping | None = None,
+) -> D4AMBrain:
+    """Train one mode in ``folder`` (resumable), then load its selection.
+
+    ``folder`` gets ``save/`` (checkpoints: enhancer, optimizer, epoch
+    counter, rule state), ``train_log.txt`` and ``surgery_log.csv``.
+    Re-running with the same folder resumes, and a finished stage only
+    reloads its selected checkpoint.
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`MODES`.
+    enhancer : torch.nn.Module
+        Trained in place.
+    train_set : PairedStreams
+        From :func:`make_train_set`.
+    valid_set : SpeechStream or None
+        Pre-mixed validation pairs.
+    folder : path-like
+        Stage folder.
+    epochs : int
+        Number of epochs.
+    opt_class : callable
+        ``params -> optimizer``.
+    run_opts : RunOptions or dict, optional
+        SpeechBrain run options (command line).
+    proxy, tokenizer, regression_loss, reg_stream_weight, surgery_rule :
+        See :class:`D4AMBrain`.
+    train_loader_kwargs, valid_loader_kwargs : mapping, optional
+        DataLoader options.
+    ckpt_selection : str
+        ``last``, ``loss`` or ``WER``.
+    extra_hparams : mapping, optional
+        More hparams for the Brain, e.g. run options set in the yaml
+        (``max_grad_norm``, ``grad_accumulation_factor``, ``precision``),
+        which SpeechBrain reads from hparams.
+
+    Returns
+    -------
+    D4AMBrain
+        The trained Brain (its enhancer holds the selected weights).
+    """
+    folder = Path(folder)
+    counter = sb.utils.epoch_loop.EpochCounter(epochs)
+    checkpointer = sb.utils.checkpoints.Checkpointer(
+        folder / "save", recoverables={"enhancer": enhancer, "counter": counter}
+    )
+    hparams = {
+        "mode": mode,
+        "proxy": proxy,
+        "tokenizer": tokenizer,
+        "regression_loss": regression_loss,
+        "reg_stream_weight": reg_stream_weight,
+        "surgery_rule": surgery_rule,
+        "shared_modules": ["enhancer"],
+        "surgery_log_file": str(folder / "surgery_log.csv"),
+        "train_logger": sb.utils.train_logger.FileTrainLogger(
+            str(folder / "train_log.txt")
+        ),
+        "ckpt_selection": ckpt_selection,
+    }
+    hparams.update(extra_hparams or {})
+    brain = D4AMBrain(
+        modules={"enhancer": enhancer},
+        opt_class=opt_class,
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=checkpointer,
+    )
+    brain.fit(
+        counter,
+        train_set,
+        valid_set,
+        train_loader_kwargs=dict(train_loader_kwargs or {}),
+        valid_loader_kwargs=dict(valid_loader_kwargs or {}),
+    )
+    if brain.recover_selected() is None and epochs == 0:
+        raise FileNotFoundError(
+            f"{mode}: no checkpoint in {folder / 'save'} (train the stage "
+            "first)"
+        )
+    enhancer.eval()
+    if sb.utils.distributed.if_main_process():
+        plot_surgery_log(folder / "surgery_log.csv", folder / "surgery.png")
+    return brain
+
+
+def run_modes(
+    modes: Sequence[str],
+    grid_alphas: Sequence[float],
+    init_enhancer: torch.nn.Module,
+    train_stage,
+    valid_set,
+    valid_loader_kwargs: Mapping | None = None,
+    selection_file=None,
+) -> dict:
+    """Fine-tune a copy of INIT per mode; GRID keeps its best alpha.
+
+    GRID trains one enhancer per alpha of ``grid_alphas`` and reports the
+    one with the lowest proxy greedy-CTC WER on ``valid_set`` (validation
+    loss if no WER is available), never a test-set choice. All alphas stay
+    in the result as ``GRID_<alpha>``.
+
+    Arguments
+    ---------
+    modes : sequence of str
+        Fine-tuning modes (not INIT).
+    grid_alphas : sequence of float
+        GRID's alphas.
+    init_enhancer : torch.nn.Module
+        The INIT model (deep-copied for each mode; left untouched).
+    train_stage : callable
+        ``(mode, name, enhancer, grid_alpha) -> D4AMBrain``: trains (or
+        resumes, or reloads) one stage in its folder named ``name``.
+    valid_set : SpeechStream
+        Validation pairs (for the GRID choice).
+    valid_loader_kwargs : mapping, optional
+    selection_file : path-like, optional
+        JSON file receiving the GRID validation scores and choice.
+
+    Returns
+    -------
+    dict
+        System name -> enhancer (modes, then ``GRID_<alpha>``).
+    """
+    import json
+
+    systems, grid = OrderedDict(), OrderedDict()
+    for mode in modes:
+        mode = _check_mode(mode)
+        if mode == "INIT":
+            raise ValueError("INIT is not a fine-tuning mode")
+        alphas = list(grid_alphas) if mode == "GRID" else [None]
+        if not alphas:
+            raise ValueError("GRID needs at least one alpha (grid_alphas)")
+        for alpha in alphas:
+            name = mode if alpha is None else f"GRID_{alpha:g}"
+            enhancer = copy.deepcopy(init_enhancer)
+            brain = train_stage(
+                mode, name, enhancer, 1.0 if alpha is None else alpha
+            )
+            if alpha is None:
+                systems[mode] = enhancer
+                continue
+            brain.evaluate(
+                valid_set,
+                test_loader_kwargs=dict(valid_loader_kwargs or {}),
+                progressbar=False,
+            )
+            stats = {k: float(v) for k, v in brain.last_stats.items()}
+            grid[name] = (alpha, stats, enhancer)
+    if grid:
+        key = "WER" if all("WER" in s for _, s, _ in grid.values()) else "loss"
+        best = min(grid, key=lambda n: grid[n][1][key])
+        systems["GRID"] = grid[best][2]
+        for name, (_, _, enhancer) in grid.items():
+            systems[name] = enhancer
+        summary = {n: {"alpha": a, **s} for n, (a, s, _) in grid.items()}
+        summary["selected"] = best
+        summary["selected_by"] = f"validation proxy {key}"
+        logger.info("GRID: %s selected by %s", best, summary["selected_by"])
+        if (
+            selection_file is not None
+            and sb.utils.distributed.if_main_process()
+        ):
+            Path(selection_file).write_text(json.dumps(summary, indent=1))
+    return systems
+
+
+def load_enhancer_weights(enhancer: torch.nn.Module, path) -> torch.nn.Module:
+    """Load enhancer weights from a file (e.g. D4AM's ``INIT.pth``).
+
+    Accepts a plain ``state_dict``, a SpeechBrain ``.ckpt`` or a
+    facebookresearch/denoiser checkpoint (``{"state": ...}`` or
+    ``{"model": ...}`` / ``{"state_dict": ...}``); a ``module.`` prefix
+    (DataParallel) is stripped.
+
+    Arguments
+    ---------
+    enhancer : torch.nn.Module
+    path : path-like
+
+    Returns
+    -------
+    torch.nn.Module
+        The same module.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> lin = torch.nn.Linear(2, 2)
+    >>> f = os.path.join(tempfile.mkdtemp(), "init.pth")
+    >>> torch.save({"state": {"module." + k: v for k, v in
+    ...             lin.state_dict().items()}}, f)
+    >>> other = load_enhancer_weights(torch.nn.Linear(2, 2), f)
+    >>> torch.equal(other.weight, lin.weight)
+    True
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("state", "model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if hasattr(state, "state_dict"):
+        state = state.state_dict()
+    state = {
+        (k[len("module.") :] if k.startswith("module.") else k): v
+        for k, v in state.items()
+    }
+    enhancer.load_state_dict(state)
+    return enhancer
+
+
+def _read_log(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = {}
+    for row in rows:
+        if row.get("skipped") == "1":
+            continue
+        for k, v in row.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(math.nan)
+    return cols
+
+
+def plot_surgery_log(
+    csv_path,
+    png_path,
+    keys: Sequence[str] = (
+        "alpha_gclb",
+        "alpha_srpr",
+        "cos",
+        "gnorm_cls",
+        "gnorm_reg",
+        "loss_cls",
+        "loss_reg",
+    ),
+    smooth: int = 1,
+) -> bool:
+    """Plot the engine's per-step statistics over training.
+
+    Arguments
+    ---------
+    csv_path : path-like
+        ``surgery_log_file`` written by the engine.
+    png_path : path-like
+        Output image.
+    keys : sequence of str
+        Columns to plot (absent ones are skipped).
+    smooth : int
+        Moving-average window (steps).
+
+    Returns
+    -------
+    bool
+        False (and no file) when the log is missing or has no such column.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "log.csv").write_text(
+    ...     "step,skipped,alpha_gclb,cos\\n1,0,0.1,-0.2\\n2,0,0.0,0.3\\n")
+    >>> plot_surgery_log(d / "log.csv", d / "log.png"), (d / "log.png").exists()
+    (True, True)
+    """
+    if not os.path.exists(csv_path):
+        return False
+    cols = _read_log(csv_path)
+    keys = [k for k in keys if k in cols and len(cols[k])]
+    if not keys or "step" not in cols:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(
+        len(keys), 1, figsize=(7, 1.8 * len(keys)), sharex=True, squeeze=False
+    )
+    steps = np.array(cols["step"])
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        y = np.array(cols[key], dtype=float)
+        if smooth > 1 and len(y) >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="same")
+        ax.plot(steps, y, lw=0.8)
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(alpha=0.3)
+        if key.startswith(("gnorm", "loss")) and np.nanmin(y) > 0:
+            ax.set_yscale("log")
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.tight_layout()
+    tmp = Path(png_path).with_name(Path(png_path).name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return True
+
+
+_SNR_SUFFIX = re.compile(r"_-?\d+(\.\d+)?dB$")
+
+
+def condition_family(row: Mapping) -> str:
+    """The condition without its SNR (``pink_5dB`` -> ``pink``).
+
+    Arguments
+    ---------
+    row : mapping
+        Result row with a ``condition`` column.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> condition_family({"condition": "reverb_babble_-5dB"})
+    'reverb_babble'
+    >>> condition_family({"condition": "dt05_real_bus"})
+    'dt05_real_bus'
+    """
+    return _SNR_SUFFIX.sub("", str(row.get("condition", "")) or "none")
+
+
+def d4am_table(
+    rows: Sequence[Mapping],
+    systems: Sequence[str] | None = None,
+    group=condition_family,
+    title: str = "",
+    n_seeds: int = 1,
+) -> str:
+    """Markdown WER (%) table: systems x (recogniser, condition group).
+
+    Each cell pools the errors of its group; ``mean`` is the mean of the
+    group WERs (the D4AM protocol) and ``all`` the pooled WER.
+
+    Arguments
+    ---------
+    rows : sequence of dict
+        ``EvalResult.rows`` (``system``, ``recogniser``, ``sub``, ``del``,
+        ``ins``, ``n_ref`` and the manifest columns).
+    systems : sequence of str, optional
+        Row order (default: order of appearance).
+    group : callable
+        Row -> group label.
+    title : str
+        First line.
+    n_seeds : int
+        Reported in the title line.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> rows = [dict(system=s, recogniser="asr", condition=c, sub=e, ins=0,
+    ...              n_ref=10, **{"del": 0})
+    ...         for s, e in (("NOIS", 4), ("D4AM", 2))
+    ...         for c in ("pink_0dB", "pink_5dB")]
+    >>> print(d4am_table(rows))  # doctest: +NORMALIZE_WHITESPACE
+    WER (%), 1 seed(s)
+    <BLANKLINE>
+    | system | asr pink | asr mean | asr all |
+    |---|---|---|---|
+    | NOIS | 40.0 | 40.0 | 40.0 |
+    | D4AM | 20.0 | 20.0 | 20.0 |
+    """
+    acc: dict = {}
+    groups: OrderedDict = OrderedDict()
+    recs: OrderedDict = OrderedDict()
+    seen_systems: OrderedDict = OrderedDict()
+    for r in rows:
+        g = group(r)
+        groups[g] = None
+        recs[r["recogniser"]] = None
+        seen_systems[r["system"]] = None
+        key = (r["system"], r["recogniser"], g)
+        e = acc.setdefault(key, [0, 0])
+        e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
+        e[1] += int(r["n_ref"])
+    systems = list(systems) if systems else list(seen_systems)
+    heads, cells = [], []
+    for rec in recs:
+        for g in groups:
+            heads.append(f"{rec} {g}")
+        heads += [f"{rec} mean", f"{rec} all"]
+    lines = [
+        (title + ", " if title else "") + f"WER (%), {n_seeds} seed(s)",
+        "",
+        "| " + " | ".join(["system", *heads]) + " |",
+        "|" + "---|" * (1 + len(heads)),
+    ]
+    for s in systems:
+        cells = []
+        for rec in recs:
+            rates, err, ref = [], 0, 0
+            for g in groups:
+                e = acc.get((s, rec, g))
+                if e and e[1]:
+                    rates.append(e[0] / e[1])
+                    err, ref = err + e[0], ref + e[1]
+                    cells.append(f"{100 * e[0] / e[1]:.1f}")
+                else:
+                    cells.append("–")
+            mean = sum(rates) / len(rates) if rates else math.nan
+            cells.append("–" if math.isnan(mean) else f"{100 * mean:.1f}")
+            cells.append(f"{100 * err / ref:.1f}" if ref else "–")
+        lines.append("| " + " | ".join([s, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_enhancers(
+    manifest,
+    enhancers: Mapping[str, torch.nn.Module],
+    recognisers: Sequence,
+    out_dir,
+    *,
+    data_root=None,
+    input_level_dbfs: float | None = -25.0,
+    include_noisy: bool = True,
+    include_clean: bool = False,
+    max_utterances: int | None = None,
+    conditions: Sequence[str] | None = None,
+    cache=None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    signal_metrics: Sequence[str] = ("si_sdr",),
+    title: str = "",
+    n_seeds: int = 1,
+):
+    """Score enhancers with (unseen) recognisers on a pair manifest.
+
+    Every enhancer gets inputs normalised to ``input_level_dbfs``
+    (:class:`LevelNormalizedEnhancer`); NOIS is the original noisy file.
+    Writes the evaluation package's files (per-condition tables, CSVs,
+    WER-vs-SNR plot) to ``out_dir`` and ``d4am_table.md``.
+
+    Arguments
+    ---------
+    manifest : path-like
+        Pair manifest (``noisy_wav``, ``clean_wav``, ``wrd``, ...).
+    enhancers : mapping of str to module
+        System name -> enhancer (in table order).
+    recognisers : sequence
+        Recogniser objects or spec strings (``whisper-tiny.en``, ...).
+    out_dir : path-like
+        Output folder.
+    data_root : path-like, optional
+        Replaces ``$data_root``.
+    input_level_dbfs : float, optional
+        Input level of the enhancers.
+    include_noisy, include_clean : bool
+        Add the NOIS / CLEAN systems.
+    max_utterances : int, optional
+        Keep the first N rows (after the condition filter; quick runs).
+    conditions : sequence of str, optional
+        Keep only the rows of these ``condition`` values.
+    cache : path-like, optional
+        Transcript cache.
+    batch_size : int
+        Enhancer batch size.
+    device : str
+        Enhancer device.
+    signal_metrics : sequence of str
+        Signal metrics where a clean reference exists.
+    title : str
+        Table title.
+    n_seeds : int
+        For the table title.
+
+    Returns
+    -------
+    (EvalResult, str)
+        The result and the markdown table.
+    """
+    from robust_brain.evaluation import evaluate, read_manifest, write_results
+
+    rows = read_manifest(manifest, data_root)
+    if conditions:
+        keep = set(conditions)
+        rows = [r for r in rows if r.get("condition") in keep]
+        if not rows:
+            raise ValueError(f"{manifest}: no row with a condition in {keep}")
+    if max_utterances:
+        rows = rows[: int(max_utterances)]
+    systems = OrderedDict()
+    if include_noisy:
+        systems["NOIS"] = "noisy_wav"
+    for name, enh in enhancers.items():
+        enh.eval()
+        systems[name] = LevelNormalizedEnhancer(enh, input_level_dbfs).eval()
+    if include_clean and rows and rows[0].get("clean_wav"):
+        systems["CLEAN"] = "clean_wav"
+    result = evaluate(
+        rows,
+        systems,
+        list(recognisers),
+        cache=cache,
+        signal_metrics=list(signal_metrics),
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
+    table = d4am_table(result.rows, list(systems), title=title, n_seeds=n_seeds)
+    if sb.utils.distributed.if_main_process():
+        write_results(result, out_dir, header=title)
+        (Path(out_dir) / "d4am_table.md").write_text(table + "\n")
+    return result, table

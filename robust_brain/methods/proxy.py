@@ -1,0 +1,259 @@
+"""Training an offline proxy recogniser (when no pretrained one is at hand).
+
+D4AM needs a frozen proxy acoustic model. The real recipe loads
+SpeechBrain's LibriSpeech Conformer-small from its hub; the offline recipe
+trains a small :class:`~robust_brain.models.asr.ConformerASR` on the
+generated corpus first:
+
+* :func:`train_tokenizer`: a SentencePiece model on the training
+  transcripts (``speechbrain.tokenizers.SentencePiece``), loaded into a
+  ``sentencepiece.SentencePieceProcessor`` (the hub's tokenizer type);
+* :class:`ProxyASRBrain`: joint CTC/attention training, validation by the
+  FREE-RUNNING greedy-CTC WER;
+* :func:`train_proxy_stage`: one checkpointed, resumable stage that keeps
+  the selected checkpoint (best WER, best loss or last) and returns the
+  model frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from robust_brain.models.asr import freeze
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["train_tokenizer", "ProxyASRBrain", "train_proxy_stage"]
+
+
+def train_tokenizer(
+    folder,
+    annotation_csv,
+    vocab_size: int,
+    model_type: str = "unigram",
+    text_column: str = "wrd",
+    bos_id: int = 1,
+    eos_id: int = 2,
+    unk_id: int = 0,
+):
+    """Train (once, on the main process) and load a SentencePiece model.
+
+    The special ids follow SpeechBrain's LibriSpeech models: unk (= CTC
+    blank = padding) 0, bos 1, eos 2.
+
+    Arguments
+    ---------
+    folder : path-like
+        Where the model goes (``<vocab_size>_<model_type>.model``); an
+        existing model is reused.
+    annotation_csv : path-like
+        Manifest holding the transcripts.
+    vocab_size : int
+        Number of pieces (ignored by the ``char`` model type).
+    model_type : str
+        ``unigram``, ``bpe`` or ``char``.
+    text_column : str
+        Transcript column.
+    bos_id, eos_id, unk_id : int
+        Special ids.
+
+    Returns
+    -------
+    sentencepiece.SentencePieceProcessor
+    """
+    import sentencepiece as spm
+    from speechbrain.tokenizers.SentencePiece import SentencePiece
+
+    folder = Path(folder)
+
+    def _train():
+        SentencePiece(
+            str(folder),
+            vocab_size,
+            annotation_train=str(annotation_csv),
+            annotation_read=text_column,
+            model_type=model_type,
+            character_coverage=1.0,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            unk_id=unk_id,
+        )
+
+    sb.utils.distributed.run_on_main(_train)
+    tokenizer = spm.SentencePieceProcessor()
+    tokenizer.load(str(folder / f"{vocab_size}_{model_type}.model"))
+    return tokenizer
+
+
+class ProxyASRBrain(sb.Brain):
+    """Train a :class:`~robust_brain.models.asr.ConformerASR`.
+
+    ``modules`` holds ``asr`` (the model). Batches are ``PaddedBatch`` of
+    :class:`~robust_brain.data.streams.SpeechStream` items (``noisy``,
+    ``tokens``, ``wrd``): the input is ``noisy`` (a clean item has
+    ``noisy == clean``). Hparams read: ``tokenizer`` (validation WER),
+    ``lr_annealing`` (optional, a SpeechBrain scheduler on the validation
+    loss), ``train_logger`` (optional).
+    """
+
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """SpeechBrain's loader with the dataset's own ``collate``."""
+        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
+            loader_kwargs["collate_fn"] = dataset.collate
+        return super().make_dataloader(
+            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
+        )
+
+    def compute_forward(self, batch, stage):
+        """Nothing to precompute: the model's loss does the forward."""
+        return batch.to(self.device)
+
+    def compute_objectives(self, batch, _, stage):
+        """Joint CTC/attention loss; greedy-CTC WER outside training."""
+        wavs, lens = batch.noisy
+        tokens, token_lens = batch.tokens
+        # through forward (DDP), the model itself for decoding
+        loss = self.modules.asr(wavs, lens, tokens, token_lens, self.epoch)
+        if stage != sb.Stage.TRAIN:
+            asr = getattr(self.modules.asr, "module", self.modules.asr)
+            hyps = asr.transcribe(wavs, lens, self.hparams.tokenizer)
+            self.wer_metric.append(
+                batch.id,
+                [h.split() for h in hyps],
+                [w.split() for w in batch.wrd],
+            )
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Track the epoch (normalisation statistics) and the WER."""
+        self.epoch = epoch
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = sb.utils.metric_stats.ErrorRateStats()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log, anneal the learning rate, keep the best-WER checkpoint."""
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        stats = {
+            "loss": stage_loss,
+            "WER": self.wer_metric.summarize("error_rate"),
+        }
+        if stage == sb.Stage.VALID:
+            meta = {"epoch": epoch}
+            annealing = getattr(self.hparams, "lr_annealing", None)
+            if annealing is not None:
+                old_lr, new_lr = annealing(stage_loss)
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+                meta["lr"] = old_lr
+            train_logger = getattr(self.hparams, "train_logger", None)
+            if train_logger is not None:
+                train_logger.log_stats(
+                    stats_meta=meta,
+                    train_stats={"loss": self.train_loss},
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta=stats, min_keys=["WER", "loss"]
+                )
+        self.last_stats = stats
+
+
+def train_proxy_stage(
+    model,
+    tokenizer,
+    train_set,
+    valid_set,
+    *,
+    folder,
+    epochs: int,
+    opt_class,
+    run_opts=None,
+    lr_annealing=None,
+    train_loader_kwargs: Mapping | None = None,
+    valid_loader_kwargs: Mapping | None = None,
+    extra_hparams: Mapping | None = None,
+    selection: str = "WER",
+):
+    """Train the proxy in ``folder`` (resumable), load the selected
+    checkpoint and return the model FROZEN.
+
+    Checkpoints hold ``asr`` (the hub ``asr.ckpt`` layout) and
+    ``normalizer`` apart, like SpeechBrain's pretrained models.
+
+    Arguments
+    ---------
+    model : ConformerASR
+    tokenizer : sentencepiece.SentencePieceProcessor
+    train_set, valid_set : SpeechStream
+        Items with ``noisy``, ``tokens``, ``wrd``.
+    folder : path-like
+        Stage folder (``save/``, ``train_log.txt``).
+    epochs : int
+    opt_class : callable
+        ``params -> optimizer``.
+    run_opts : RunOptions or dict, optional
+        SpeechBrain run options (command line).
+    lr_annealing : SpeechBrain scheduler, optional
+    train_loader_kwargs, valid_loader_kwargs : mapping, optional
+    extra_hparams : mapping, optional
+        More hparams for the Brain (e.g. ``max_grad_norm``).
+    selection : str
+        Checkpoint to keep: lowest validation ``WER``, lowest validation
+        ``loss`` or the ``last`` one (the best of each key and the last
+        are kept on disk).
+
+    Returns
+    -------
+    ConformerASR
+        The frozen model (eval mode, no parameter gradients).
+    """
+    folder = Path(folder)
+    counter = sb.utils.epoch_loop.EpochCounter(epochs)
+    recoverables = {"asr": model.asr_model, "counter": counter}
+    if model.normalize:
+        recoverables["normalizer"] = model.normalizer
+    if lr_annealing is not None:
+        recoverables["lr_annealing"] = lr_annealing
+    checkpointer = sb.utils.checkpoints.Checkpointer(
+        folder / "save", recoverables=recoverables
+    )
+    hparams = {
+        "tokenizer": tokenizer,
+        "lr_annealing": lr_annealing,
+        "train_logger": sb.utils.train_logger.FileTrainLogger(
+            str(folder / "train_log.txt")
+        ),
+    }
+    hparams.update(extra_hparams or {})
+    brain = ProxyASRBrain(
+        modules={"asr": model},
+        opt_class=opt_class,
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=checkpointer,
+    )
+    brain.fit(
+        counter,
+        train_set,
+        valid_set,
+        train_loader_kwargs=dict(train_loader_kwargs or {}),
+        valid_loader_kwargs=dict(valid_loader_kwargs or {}),
+    )
+    if selection not in ("WER", "loss", "last"):
+        raise ValueError(f"selection must be WER, loss or last: {selection}")
+    key = {} if selection == "last" else {"min_key": selection}
+    if checkpointer.recover_if_possible(**key) is None and not epochs:
+        raise FileNotFoundError(
+            f"proxy: no checkpoint in {folder / 'save'} (train it first)"
+        )
+    model.to(torch.device(brain.device))
+    return freeze(model)

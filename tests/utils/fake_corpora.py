@@ -1,0 +1,201 @@
+"""Tiny stand-ins of real corpora and of a hub model, for recipe tests.
+
+:func:`build_d4am_real_stand_ins` writes, in their real layouts:
+
+* ``LibriSpeech/`` with ``train-clean-100``, ``train-clean-360`` and
+  ``dev-clean`` (flac + ``*.trans.txt``);
+* ``DNS-Challenge/datasets/noise/*.wav``;
+* ``CHiME4/`` with the 1-channel track of ``dt05_{real,simu}`` (bus, caf),
+  the booth recordings and the ``.dot_all`` transcripts;
+* ``enhancer_init.pth``: weights of a tiny DEMUCS (:data:`ENHANCER_FLAGS`),
+  as an ``init_checkpoint``;
+* ``proxy_hub/``: ``asr.ckpt``, ``normalizer.ckpt`` and ``tokenizer.ckpt``
+  of a TINY :class:`~robust_brain.models.asr.ConformerASR` (the files a
+  SpeechBrain hub model holds), so that the real recipe's ``Pretrainer``
+  path runs offline. Its sizes are :data:`PROXY_FLAGS`.
+
+The audio is tones plus a little noise: enough for a debug run.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SR = 16000
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: size of the stand-in tokenizer: 26 letters + word boundary + unk/bos/eos
+VOCAB = 30
+PROXY_SIZES = {
+    "d_model": 16,
+    "nhead": 2,
+    "num_encoder_layers": 1,
+    "num_decoder_layers": 1,
+    "d_ffn": 32,
+    "cnn_channels": (4, 4),
+}
+#: the recipe flags describing the stand-in hub model
+PROXY_FLAGS = (
+    f"--proxy_vocab_size={VOCAB} --proxy_d_model=16 --proxy_nhead=2 "
+    "--proxy_encoder_layers=1 --proxy_decoder_layers=1 --proxy_d_ffn=32 "
+    "--proxy_cnn_channels=[4,4]"
+)
+#: the recipe flags describing the stand-in INIT checkpoint
+ENHANCER_FLAGS = "--enhancer_hidden=4 --enhancer_depth=2 --enhancer_resample=1"
+WORDS = ["HELLO", "WORLD", "GOOD", "MORNING", "SPEECH", "NOISE", "QUIET"]
+VERSION = 1
+
+
+def _audio(path, seconds, seed, channels=1):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    x = 0.1 * np.sin(2 * np.pi * (120 + 40 * (seed % 7)) * t)
+    x = x + 0.003 * rng.normal(size=n)
+    sf.write(path, x, SR)
+    return path
+
+
+def _sentence(i):
+    return " ".join(WORDS[(i + k) % len(WORDS)] for k in range(2 + i % 3))
+
+
+def build_librispeech(root):
+    """train-clean-100 / train-clean-360 / dev-clean, 2 chapters each."""
+    layout = {
+        "train-clean-100": [("19", "198"), ("26", "495")],
+        "train-clean-360": [("100", "121669"), ("101", "283")],
+        "dev-clean": [("84", "121123")],
+    }
+    k = 0
+    for split, chapters in layout.items():
+        for spk, chap in chapters:
+            folder = root / split / spk / chap
+            lines = []
+            for u in range(3):
+                uttid = f"{spk}-{chap}-{u:04d}"
+                _audio(folder / f"{uttid}.flac", 0.6 + 0.2 * u, k)
+                lines.append(f"{uttid} {_sentence(k)}")
+                k += 1
+            (folder / f"{spk}-{chap}.trans.txt").write_text(
+                "\n".join(lines) + "\n"
+            )
+    return root
+
+
+def build_dns(root):
+    for i, name in enumerate(("door_knock_1", "fan_2", "typing_3")):
+        path = root / "datasets" / "noise" / f"{name}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, 0.05 * np.random.default_rng(50 + i).normal(size=SR), SR)
+    return root
+
+
+def build_chime4(root):
+    """dt05 real and simu, environments bus and caf."""
+    ev = root / "data/audio/16kHz/isolated_1ch_track"
+    bth = root / "data/audio/16kHz/isolated/dt05_bth"
+    utts = {
+        "dt05_real": ["F01_22GC010A_BUS.CH5", "M03_22HC010B_CAF.CH1"],
+        "dt05_simu": ["F01_050C0101_BUS.CH3", "M03_051C0102_CAF.CH6"],
+    }
+    for split, files in utts.items():
+        dataset, kind = split.split("_")
+        lines = []
+        for i, f in enumerate(files):
+            name = f.split(".")[0]
+            env = name.split("_")[2].lower()
+            _audio(
+                ev / f"{dataset}_{env}_{kind}/{f}.wav", 0.7 + 0.1 * i, 90 + i
+            )
+            lines.append(f"Good morning {WORDS[i]} ({name})")
+            if kind == "simu":
+                spk, wsj, _ = name.split("_")
+                _audio(bth / f"{spk}_{wsj}_BTH.CH0.wav", 0.7 + 0.1 * i, 95 + i)
+        path = root / f"data/transcriptions/{split}.dot_all"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+    return root
+
+
+def build_proxy_hub(root):
+    """asr.ckpt, normalizer.ckpt, tokenizer.ckpt of a tiny ConformerASR."""
+    import sentencepiece as spm
+    import torch
+
+    from robust_brain.models.asr import ConformerASR
+
+    root.mkdir(parents=True, exist_ok=True)
+    text = root / "alphabet.txt"
+    text.write_text("\n".join([" ".join(ALPHABET)] * 20 + WORDS) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(root / "tok"),
+        vocab_size=VOCAB,
+        model_type="char",
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        minloglevel=2,
+    )
+    tok = spm.SentencePieceProcessor()
+    tok.load(str(root / "tok.model"))
+    if tok.get_piece_size() != VOCAB:
+        raise RuntimeError(f"stand-in tokenizer has {tok.get_piece_size()}")
+    (root / "tok.model").replace(root / "tokenizer.ckpt")
+    torch.manual_seed(0)
+    model = ConformerASR(vocab_size=VOCAB, **PROXY_SIZES)
+    model.train()
+    wavs = 0.1 * torch.randn(2, 8000)
+    model.features(wavs, torch.ones(2), epoch=1)  # normaliser statistics
+    torch.save(model.asr_model.state_dict(), root / "asr.ckpt")
+    model.normalizer._save(root / "normalizer.ckpt")
+    return root
+
+
+def build_enhancer_init(path):
+    """A facebookresearch/denoiser-style checkpoint of a tiny DEMUCS."""
+    import torch
+
+    from robust_brain.models.demucs import Demucs
+
+    torch.manual_seed(1)
+    model = Demucs(hidden=4, depth=2, resample=1)
+    torch.save({"class": "Demucs", "state": model.state_dict()}, path)
+    return path
+
+
+def build_d4am_real_stand_ins(out):
+    """All stand-ins under ``out`` (built once; a marker file records it).
+
+    Arguments
+    ---------
+    out : path-like
+
+    Returns
+    -------
+    dict
+        ``librispeech``, ``dns``, ``chime4``, ``proxy_hub`` (folders),
+        ``enhancer_init`` (file) -> path.
+    """
+    out = Path(out)
+    paths = {
+        "librispeech": out / "LibriSpeech",
+        "dns": out / "DNS-Challenge",
+        "chime4": out / "CHiME4",
+        "proxy_hub": out / "proxy_hub",
+        "enhancer_init": out / "enhancer_init.pth",
+    }
+    marker = out / ".complete"
+    if marker.exists() and json.loads(marker.read_text()) == VERSION:
+        return paths
+    build_librispeech(paths["librispeech"])
+    build_dns(paths["dns"])
+    build_chime4(paths["chime4"])
+    build_proxy_hub(paths["proxy_hub"])
+    build_enhancer_init(paths["enhancer_init"])
+    marker.write_text(json.dumps(VERSION))
+    return paths
