@@ -432,3 +432,108 @@ def test_wav2vec2_ctc_proxy_through_speechbrain_wrapper(data, tmp_path):
     assert all(p.grad is None for p in proxy.parameters())
     assert not proxy.training and "WER" in brain.last_stats
     assert brain.surgery_stats["gnorm_cls"] > 0
+
+
+def test_run_modes_picks_grid_alpha_on_validation(tmp_path):
+    """GRID's reported alpha is the lowest VALIDATION proxy WER; the other
+    modes start from copies of INIT, which stays untouched."""
+    import json
+
+    from robust_brain.methods.d4am import run_modes
+
+    wers = {0.1: 60.0, 1.0: 40.0, 10.0: 50.0}
+    calls = []
+
+    class FakeBrain:
+        def __init__(self, alpha):
+            self.alpha = alpha
+
+        def evaluate(self, valid_set, test_loader_kwargs, progressbar):
+            self.last_stats = {"loss": 1.0, "WER": wers[self.alpha]}
+
+    def train_stage(mode, name, enhancer, grid_alpha):
+        calls.append((mode, name, grid_alpha))
+        with torch.no_grad():
+            next(enhancer.parameters()).add_(1.0)
+        return FakeBrain(grid_alpha)
+
+    init = make_enhancer()
+    before = params_of(init)
+    systems = run_modes(
+        ["CLSO", "GRID", "D4AM"],
+        [0.1, 1.0, 10.0],
+        init,
+        train_stage,
+        valid_set=None,
+        selection_file=tmp_path / "grid.json",
+    )
+    assert torch.equal(params_of(init), before)
+    assert [c[1] for c in calls] == [
+        "CLSO",
+        "GRID_0.1",
+        "GRID_1",
+        "GRID_10",
+        "D4AM",
+    ]
+    assert systems["GRID"] is systems["GRID_1"]
+    assert list(systems)[:3] == ["CLSO", "D4AM", "GRID"]
+    summary = json.loads((tmp_path / "grid.json").read_text())
+    assert summary["selected"] == "GRID_1"
+    assert summary["selected_by"] == "validation proxy WER"
+    with pytest.raises(ValueError, match="not a fine-tuning mode"):
+        run_modes(["INIT"], [], init, train_stage, None)
+
+
+@pytest.mark.parametrize("mode", ["GCLB", "SRPR", "D4AM"])
+def test_surgery_modes_equal_their_formula(mode, data):
+    """One SGD step of GCLB / SRPR / D4AM (no noise) equals the update
+    computed by hand from the two task gradients (§1.3)."""
+    lr = 0.05
+    proxy = make_proxy()
+    train = make_train_set(mode, data["asr"], data["se"])
+    enhancer = make_enhancer()
+    ref = copy.deepcopy(enhancer)
+    brain = brain_for(
+        mode,
+        data,
+        proxy=proxy,
+        enhancer=enhancer,
+        rule=make_mode_rule(mode, langevin=False),
+        lr=lr,
+    )
+    batch = PairedStreams.collate([train[2], train[3]])
+    brain.fit(range(1, 2), [batch], train_loader_kwargs={"batch_size": None})
+
+    reg_loss = D4AMRegressionLoss()
+    (a_wav, a_len), (a_clean, _) = batch.asr.noisy, batch.asr.clean
+    (s_wav, s_len), (s_clean, _) = batch.se.noisy, batch.se.clean
+    tokens, token_lens = batch.asr.tokens
+    params = list(ref.parameters())
+    enh_a, enh_s = ref(a_wav, a_len), ref(s_wav, s_len)
+    cls = proxy.loss(enh_a, a_len, tokens, token_lens)
+    reg = 0.5 * reg_loss(enh_s, s_clean, s_len) + 0.5 * reg_loss(
+        enh_a, a_clean, a_len
+    )
+    g_c = torch.cat(
+        [
+            g.reshape(-1)
+            for g in torch.autograd.grad(cls, params, retain_graph=True)
+        ]
+    )
+    g_r = torch.cat([g.reshape(-1) for g in torch.autograd.grad(reg, params)])
+    dot = float(g_c @ g_r)
+    alpha_gclb = max(0.0, -dot / float(g_r @ g_r))
+    alpha_srpr = 1.0  # initial value, updated after the step
+    coef = {
+        "GCLB": alpha_gclb,
+        "SRPR": alpha_srpr,
+        "D4AM": alpha_gclb + alpha_srpr,
+    }[mode]
+    step = g_c + coef * g_r
+    expected = torch.cat([p.detach().reshape(-1) for p in params]) - lr * step
+    assert torch.allclose(
+        params_of(brain.modules.enhancer), expected, atol=1e-6
+    )
+    assert brain.surgery_stats["alpha_gclb"] == pytest.approx(
+        alpha_gclb, rel=1e-4, abs=1e-7
+    )
