@@ -51,13 +51,11 @@ from robust_brain.data.streams import (
     read_rows,
 )
 from robust_brain.methods.d4am import (
-    MODES,
+    check_plan,
     evaluate_enhancers,
     load_enhancer_weights,
-    make_mode_rule,
-    make_train_set,
-    run_modes,
-    train_enhancer_stage,
+    train_systems,
+    write_results_summary,
 )
 from robust_brain.models.asr import CTCRecogniser, freeze
 
@@ -160,54 +158,6 @@ def load_proxy(hparams):
     return freeze(hparams["proxy"]), hparams["tokenizer"]
 
 
-def enhancer_stage(
-    hparams,
-    run_opts,
-    data,
-    mode,
-    name,
-    enhancer,
-    proxy,
-    tokenizer,
-    grid_alpha=1.0,
-    train=True,
-):
-    """Train (or resume, or reload) one enhancer stage in its folder."""
-    init = mode == "INIT"
-    rule = make_mode_rule(
-        mode,
-        grid_alpha=grid_alpha,
-        langevin=hparams["langevin"],
-        num_samples=hparams["langevin_num_samples"] or len(data["se"]),
-        srpr_init=hparams["srpr_init"],
-        srpr_beta=hparams["srpr_beta"],
-        srpr_window=hparams["srpr_window"],
-    )
-    epochs = hparams["init_epochs"] if init else hparams["mode_epochs"]
-    return train_enhancer_stage(
-        mode,
-        enhancer,
-        make_train_set(mode, data["asr"], data["se"], seed=hparams["seed"]),
-        data["valid"],
-        folder=Path(hparams["save_folder"]) / name,
-        epochs=epochs if train else 0,
-        opt_class=hparams["init_opt_class" if init else "opt_class"],
-        run_opts=run_opts,
-        proxy=None if init else proxy,
-        tokenizer=tokenizer,
-        regression_loss=hparams["regression_loss"],
-        reg_stream_weight=hparams["reg_stream_weight"],
-        surgery_rule=rule,
-        train_loader_kwargs=loader(hparams, True),
-        valid_loader_kwargs=loader(hparams, False),
-        ckpt_selection=hparams["ckpt_selection"],
-        extra_hparams={
-            "max_grad_norm": hparams["max_grad_norm"],
-            "grad_accumulation_factor": hparams["grad_accumulation_factor"],
-        },
-    )
-
-
 def stage_evaluate(hparams, paths, systems, proxy, tokenizer, device):
     """CHiME-4 splits (and MiniNoisy test sets) x systems x recognisers."""
     recognisers = list(hparams["eval_recognisers"])
@@ -244,9 +194,9 @@ def stage_evaluate(hparams, paths, systems, proxy, tokenizer, device):
         )
         print(table)
     # every set evaluated so far (also by earlier runs with other sets)
-    done = sorted(Path(hparams["eval_folder"]).glob("*/d4am_table.md"))
-    text = "\n\n".join(p.read_text().strip() for p in done)
-    (Path(hparams["output_folder"]) / "results.md").write_text(text + "\n")
+    write_results_summary(
+        hparams["eval_folder"], Path(hparams["output_folder"]) / "results.md"
+    )
 
 
 def main(argv):
@@ -259,67 +209,25 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    stages = [s.lower() for s in hparams["stages"]]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise ValueError(f"unknown stages {unknown}; choose among {STAGES}")
-    for mode in hparams["modes"]:
-        if mode.upper() not in MODES[1:]:
-            raise ValueError(f"modes: {mode!r} is not one of {MODES[1:]}")
+    stages = check_plan(hparams["stages"], hparams["modes"], STAGES)
     paths = prepare(hparams)
     proxy, tokenizer = load_proxy(hparams)
     data = dataio_prepare(hparams, paths, tokenizer)
     device = run_opts.get("device") or sb.utils.distributed.infer_device()
 
-    init_enhancer = hparams["enhancer"]
     if hparams["init_checkpoint"]:
-        load_enhancer_weights(init_enhancer, hparams["init_checkpoint"])
-    if hparams["init_epochs"] > 0 or not hparams["init_checkpoint"]:
-        enhancer_stage(
-            hparams,
-            run_opts,
-            data,
-            "INIT",
-            "INIT",
-            init_enhancer,
-            None,
-            tokenizer,
-            train="init" in stages,
-        )
-    systems = {"INIT": init_enhancer}
-    if "modes" in stages or "evaluate" in stages:
-
-        def train_stage(mode, name, enhancer, grid_alpha):
-            return enhancer_stage(
-                hparams,
-                run_opts,
-                data,
-                mode,
-                name,
-                enhancer,
-                proxy,
-                tokenizer,
-                grid_alpha=grid_alpha,
-                train="modes" in stages,
-            )
-
-        systems.update(
-            run_modes(
-                hparams["modes"],
-                hparams["grid_alphas"],
-                init_enhancer,
-                train_stage,
-                data["valid"],
-                loader(hparams, False),
-                selection_file=Path(hparams["save_folder"])
-                / "grid_selection.json",
-            )
-        )
+        load_enhancer_weights(hparams["enhancer"], hparams["init_checkpoint"])
+    systems = train_systems(
+        hparams,
+        run_opts,
+        data,
+        proxy,
+        tokenizer,
+        stages,
+        lambda shuffle: loader(hparams, shuffle),
+        init_stage=hparams["init_epochs"] > 0 or not hparams["init_checkpoint"],
+    )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
-        order = [m for m in MODES if m in systems]
-        if hparams["eval_grid_alphas"]:
-            order += sorted(set(systems) - set(order))
-        systems = {k: systems[k] for k in order}
         stage_evaluate(
             hparams, paths, systems, proxy.to(device), tokenizer, device
         )

@@ -44,12 +44,10 @@ from robust_brain.data.streams import (
     read_rows,
 )
 from robust_brain.methods.d4am import (
-    MODES,
+    check_plan,
     evaluate_enhancers,
-    make_mode_rule,
-    make_train_set,
-    run_modes,
-    train_enhancer_stage,
+    train_systems,
+    write_results_summary,
 )
 from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
 from robust_brain.models.asr import CTCRecogniser
@@ -111,14 +109,6 @@ def loader(hparams, batch_size, shuffle):
     }
 
 
-def run_options(hparams):
-    """Run options set in the yaml (SpeechBrain reads them from hparams)."""
-    return {
-        "max_grad_norm": hparams["max_grad_norm"],
-        "grad_accumulation_factor": hparams["grad_accumulation_factor"],
-    }
-
-
 def stage_proxy(hparams, run_opts, data, tokenizer, train):
     """Train (or resume, or just reload) the offline proxy; frozen."""
     return train_proxy_stage(
@@ -138,51 +128,6 @@ def stage_proxy(hparams, run_opts, data, tokenizer, train):
     )
 
 
-def enhancer_stage(
-    hparams,
-    run_opts,
-    data,
-    mode,
-    name,
-    enhancer,
-    proxy,
-    tokenizer,
-    grid_alpha=1.0,
-    train=True,
-    init=False,
-):
-    """Train (or resume, or reload) one enhancer stage in its folder."""
-    rule = make_mode_rule(
-        mode,
-        grid_alpha=grid_alpha,
-        langevin=hparams["langevin"],
-        num_samples=hparams["langevin_num_samples"] or len(data["se"]),
-        srpr_init=hparams["srpr_init"],
-        srpr_beta=hparams["srpr_beta"],
-        srpr_window=hparams["srpr_window"],
-    )
-    epochs = hparams["init_epochs"] if init else hparams["mode_epochs"]
-    return train_enhancer_stage(
-        mode,
-        enhancer,
-        make_train_set(mode, data["asr"], data["se"], seed=hparams["seed"]),
-        data["valid"],
-        folder=Path(hparams["save_folder"]) / name,
-        epochs=epochs if train else 0,
-        opt_class=hparams["init_opt_class" if init else "opt_class"],
-        run_opts=run_opts,
-        proxy=None if mode == "INIT" else proxy,
-        tokenizer=tokenizer,
-        regression_loss=hparams["regression_loss"],
-        reg_stream_weight=hparams["reg_stream_weight"],
-        surgery_rule=rule,
-        train_loader_kwargs=loader(hparams, hparams["batch_size"], True),
-        valid_loader_kwargs=loader(hparams, hparams["batch_size"], False),
-        ckpt_selection=hparams["ckpt_selection"],
-        extra_hparams=run_options(hparams),
-    )
-
-
 def stage_evaluate(hparams, systems, proxy, tokenizer, device):
     """Score every system on every evaluation set; write the tables."""
     recognisers = list(hparams["eval_recognisers"])
@@ -190,10 +135,6 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
         recognisers.append(
             CTCRecogniser(proxy, tokenizer, "proxy-ctc", device=device)
         )
-    main = {k: systems[k] for k in MODES if k in systems}
-    extra = {}
-    if hparams["eval_grid_alphas"]:
-        extra = {k: v for k, v in systems.items() if k not in main}
     for name in hparams["eval_sets"]:
         manifest = Path(hparams["data_folder"]) / f"{name}_pairs.csv"
         if not manifest.exists():
@@ -201,7 +142,7 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
             continue
         _, table = evaluate_enhancers(
             manifest,
-            {**main, **extra},
+            systems,
             recognisers,
             Path(hparams["eval_folder"]) / name,
             input_level_dbfs=hparams["eval_input_level_dbfs"],
@@ -216,9 +157,9 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
         )
         print(table)
     # every set evaluated so far (also by earlier runs with other sets)
-    done = sorted(Path(hparams["eval_folder"]).glob("*/d4am_table.md"))
-    text = "\n\n".join(p.read_text().strip() for p in done)
-    (Path(hparams["output_folder"]) / "results.md").write_text(text + "\n")
+    write_results_summary(
+        hparams["eval_folder"], Path(hparams["output_folder"]) / "results.md"
+    )
 
 
 def main(argv):
@@ -231,13 +172,7 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    stages = [s.lower() for s in hparams["stages"]]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise ValueError(f"unknown stages {unknown}; choose among {STAGES}")
-    for mode in hparams["modes"]:
-        if mode.upper() not in MODES[1:]:
-            raise ValueError(f"modes: {mode!r} is not one of {MODES[1:]}")
+    stages = check_plan(hparams["stages"], hparams["modes"], STAGES)
     save = Path(hparams["save_folder"])
     tokenizer = train_tokenizer(
         save / "tokenizer",
@@ -253,48 +188,17 @@ def main(argv):
         proxy = stage_proxy(
             hparams, run_opts, data, tokenizer, train="proxy" in stages
         )
-    init_enhancer = hparams["enhancer"]
-    if "init" in stages or "modes" in stages or "evaluate" in stages:
-        enhancer_stage(
-            hparams,
-            run_opts,
-            data,
-            "INIT",
-            "INIT",
-            init_enhancer,
-            None,
-            tokenizer,
-            train="init" in stages,
-            init=True,
-        )
-    systems = {"INIT": init_enhancer}
-    if "modes" in stages or "evaluate" in stages:
-
-        def train_stage(mode, name, enhancer, grid_alpha):
-            return enhancer_stage(
-                hparams,
-                run_opts,
-                data,
-                mode,
-                name,
-                enhancer,
-                proxy,
-                tokenizer,
-                grid_alpha=grid_alpha,
-                train="modes" in stages,
-            )
-
-        systems.update(
-            run_modes(
-                hparams["modes"],
-                hparams["grid_alphas"],
-                init_enhancer,
-                train_stage,
-                data["valid"],
-                loader(hparams, hparams["batch_size"], False),
-                selection_file=save / "grid_selection.json",
-            )
-        )
+    if not {"init", "modes", "evaluate"} & set(stages):
+        return
+    systems = train_systems(
+        hparams,
+        run_opts,
+        data,
+        proxy,
+        tokenizer,
+        stages,
+        lambda shuffle: loader(hparams, hparams["batch_size"], shuffle),
+    )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
         stage_evaluate(hparams, systems, proxy, tokenizer, device)
 

@@ -69,6 +69,10 @@ __all__ = [
     "condition_family",
     "d4am_table",
     "evaluate_enhancers",
+    "check_plan",
+    "enhancer_stage_from_hparams",
+    "train_systems",
+    "write_results_summary",
 ]
 
 #: the methods of the D4AM paper, in table order
@@ -988,3 +992,235 @@ def evaluate_enhancers(
         write_results(result, out_dir, header=title)
         (Path(out_dir) / "d4am_table.md").write_text(table + "\n")
     return result, table
+
+
+# --------------------------------------------------------------------------
+# Recipe driver: what every D4AM recipe does once its data and proxy exist
+
+
+def check_plan(
+    stages: Sequence[str], modes: Sequence[str], allowed: Sequence[str]
+) -> list[str]:
+    """Validate the ``stages`` and ``modes`` hparams; lower-cased stages.
+
+    Arguments
+    ---------
+    stages : sequence of str
+        The recipe's ``stages`` hparam.
+    modes : sequence of str
+        The ``modes`` hparam (fine-tuning modes: not INIT).
+    allowed : sequence of str
+        The stages the recipe knows.
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> check_plan(["Init", "modes"], ["d4am"], ("init", "modes"))
+    ['init', 'modes']
+    >>> check_plan(["init", "train"], [], ("init", "modes"))
+    Traceback (most recent call last):
+    ...
+    ValueError: stages: unknown ['train']; choose among ('init', 'modes')
+    >>> check_plan(["init"], ["INIT"], ("init",))
+    Traceback (most recent call last):
+    ...
+    ValueError: modes: 'INIT' is not one of ('CLSO', 'GCLB', 'SRPR', ...
+    """
+    lowered = [str(s).lower() for s in stages]
+    unknown = sorted(set(lowered) - set(allowed))
+    if unknown:
+        raise ValueError(f"stages: unknown {unknown}; choose among {allowed}")
+    for mode in modes:
+        if str(mode).upper() not in MODES[1:]:
+            raise ValueError(f"modes: {mode!r} is not one of {MODES[1:]}")
+    return lowered
+
+
+def enhancer_stage_from_hparams(
+    hparams: Mapping,
+    run_opts,
+    data: Mapping,
+    mode: str,
+    name: str,
+    enhancer: torch.nn.Module,
+    proxy,
+    tokenizer,
+    loader_kwargs,
+    grid_alpha: float = 1.0,
+    train: bool = True,
+) -> D4AMBrain:
+    """:func:`train_enhancer_stage` configured by a recipe's hparams.
+
+    Reads ``seed``, ``save_folder``, ``init_epochs`` / ``init_opt_class``
+    (INIT) or ``mode_epochs`` / ``opt_class`` (the other modes),
+    ``regression_loss``, ``reg_stream_weight``, ``langevin``,
+    ``langevin_num_samples``, ``srpr_init``, ``srpr_beta``,
+    ``srpr_window``, ``ckpt_selection``, ``max_grad_norm`` and
+    ``grad_accumulation_factor``; the stage lives in
+    ``<save_folder>/<name>``.
+
+    Arguments
+    ---------
+    hparams : mapping
+        The recipe's loaded hparams.
+    run_opts : dict
+        SpeechBrain run options.
+    data : mapping
+        ``asr`` and ``se`` training streams, ``valid`` pairs.
+    mode, name : str
+        The mode and its folder name (``GRID_<alpha>`` for GRID).
+    enhancer : torch.nn.Module
+        Trained in place.
+    proxy, tokenizer :
+        The frozen proxy and its tokenizer (unused by INIT).
+    loader_kwargs : callable
+        ``shuffle -> DataLoader options``.
+    grid_alpha : float
+        GRID's alpha.
+    train : bool
+        False: only reload the stage's checkpoint.
+
+    Returns
+    -------
+    D4AMBrain
+    """
+    init = _check_mode(mode) == "INIT"
+    rule = make_mode_rule(
+        mode,
+        grid_alpha=grid_alpha,
+        langevin=hparams["langevin"],
+        num_samples=hparams["langevin_num_samples"] or len(data["se"]),
+        srpr_init=hparams["srpr_init"],
+        srpr_beta=hparams["srpr_beta"],
+        srpr_window=hparams["srpr_window"],
+    )
+    epochs = hparams["init_epochs"] if init else hparams["mode_epochs"]
+    return train_enhancer_stage(
+        mode,
+        enhancer,
+        make_train_set(mode, data["asr"], data["se"], seed=hparams["seed"]),
+        data["valid"],
+        folder=Path(hparams["save_folder"]) / name,
+        epochs=epochs if train else 0,
+        opt_class=hparams["init_opt_class" if init else "opt_class"],
+        run_opts=run_opts,
+        proxy=None if init else proxy,
+        tokenizer=tokenizer,
+        regression_loss=hparams["regression_loss"],
+        reg_stream_weight=hparams["reg_stream_weight"],
+        surgery_rule=rule,
+        train_loader_kwargs=loader_kwargs(True),
+        valid_loader_kwargs=loader_kwargs(False),
+        ckpt_selection=hparams["ckpt_selection"],
+        extra_hparams={
+            "max_grad_norm": hparams["max_grad_norm"],
+            "grad_accumulation_factor": hparams["grad_accumulation_factor"],
+        },
+    )
+
+
+def train_systems(
+    hparams: Mapping,
+    run_opts,
+    data: Mapping,
+    proxy,
+    tokenizer,
+    stages: Sequence[str],
+    loader_kwargs,
+    init_stage: bool = True,
+) -> dict:
+    """INIT, then every mode of ``modes`` (GRID: each alpha); in order.
+
+    Stages ``init`` and ``modes`` train (or resume); otherwise the stages
+    only reload their checkpoints, e.g. for ``evaluate`` alone.
+
+    Arguments
+    ---------
+    hparams, run_opts, data, proxy, tokenizer, loader_kwargs :
+        See :func:`enhancer_stage_from_hparams`; ``hparams["enhancer"]``
+        becomes INIT.
+    stages : sequence of str
+        From :func:`check_plan`.
+    init_stage : bool
+        False when INIT's weights come from elsewhere (a checkpoint file)
+        and no INIT epochs are asked for.
+
+    Returns
+    -------
+    dict
+        System name -> enhancer, in :data:`MODES` order, then the GRID
+        alphas (``GRID_<alpha>``) when ``eval_grid_alphas`` is set.
+    """
+
+    def stage(mode, name, enhancer, grid_alpha=1.0, train=True):
+        return enhancer_stage_from_hparams(
+            hparams,
+            run_opts,
+            data,
+            mode,
+            name,
+            enhancer,
+            proxy,
+            tokenizer,
+            loader_kwargs,
+            grid_alpha=grid_alpha,
+            train=train,
+        )
+
+    init_enhancer = hparams["enhancer"]
+    if init_stage:
+        stage("INIT", "INIT", init_enhancer, train="init" in stages)
+    systems = {"INIT": init_enhancer}
+    if "modes" in stages or "evaluate" in stages:
+        train_modes = "modes" in stages
+        systems.update(
+            run_modes(
+                hparams["modes"],
+                hparams["grid_alphas"],
+                init_enhancer,
+                lambda m, n, e, a: stage(m, n, e, a, train=train_modes),
+                data["valid"],
+                loader_kwargs(False),
+                selection_file=Path(hparams["save_folder"])
+                / "grid_selection.json",
+            )
+        )
+    order = [m for m in MODES if m in systems]
+    if hparams["eval_grid_alphas"]:
+        order += sorted(set(systems) - set(order))
+    return {k: systems[k] for k in order}
+
+
+def write_results_summary(eval_folder, output_file) -> str:
+    """Concatenate every ``<eval_folder>/<set>/d4am_table.md`` (also those
+    of earlier runs with other sets) into ``output_file``.
+
+    Arguments
+    ---------
+    eval_folder : path-like
+    output_file : path-like
+
+    Returns
+    -------
+    str
+        The text written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> for name in ("test", "test_real"):
+    ...     (tmp / name).mkdir()
+    ...     _ = (tmp / name / "d4am_table.md").write_text(f"| {name} |\\n")
+    >>> print(write_results_summary(tmp, tmp / "results.md"), end="")
+    | test |
+    <BLANKLINE>
+    | test_real |
+    """
+    done = sorted(Path(eval_folder).glob("*/d4am_table.md"))
+    text = "\n\n".join(p.read_text().strip() for p in done) + "\n"
+    Path(output_file).write_text(text)
+    return text
