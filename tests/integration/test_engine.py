@@ -241,6 +241,37 @@ def test_shared_modules_get_rule_others_get_sum(tmp_path):
     assert math.isfinite(float(rows[0]["ratio"]))
 
 
+class RecordingLogger(sb.utils.train_logger.TrainLogger):
+    """Stands in for SpeechBrain's ``TensorboardLogger`` (same
+    ``log_stats`` call; tensorboard itself is not a dependency)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log_stats(self, stats_meta, train_stats=None, **kwargs):
+        self.calls.append((dict(stats_meta), dict(train_stats or {})))
+
+
+def test_tensorboard_logger_gets_every_step_with_csv_numbers(tmp_path):
+    """``tensorboard_train_logger`` receives one call per optimizer step,
+    keyed by the step, with the same numbers as the CSV log."""
+    tb = RecordingLogger()
+    brain = make_brain(
+        ToyDualBrain,
+        surgery_rule=S.GradientRemedy(),
+        surgery_log_file=str(tmp_path / "log.csv"),
+        tensorboard_train_logger=tb,
+    )
+    fit(brain, make_batches(3))
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [meta["step"] for meta, _ in tb.calls] == [1, 2, 3]
+    assert len(rows) == 3
+    for (_, stats), row in zip(tb.calls, rows, strict=True):
+        for key in ("loss_cls", "loss_reg", "gnorm_cls", "gnorm_reg", "cos"):
+            assert float(stats[key]) == pytest.approx(float(row[key]))
+
+
 def test_bad_objectives_give_clear_errors():
     class Bad(ToyDualBrain):
         def compute_objectives(self, enh, batch, stage):
