@@ -37,6 +37,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import (
     NoiseCorruptor,
     SpeechStream,
@@ -57,6 +58,29 @@ logger = logging.getLogger(__name__)
 STAGES = ("proxy", "init", "modes", "evaluate")
 
 
+def first_rows(hparams, name, limit_key):
+    """The rows of ``<data_folder>/<name>.csv``, the first
+    ``hparams[limit_key]`` of them when that is set (reduced runs)."""
+    rows = read_rows(Path(hparams["data_folder"]) / f"{name}.csv")
+    limit = hparams[limit_key]
+    return rows[: int(limit)] if limit else rows
+
+
+def tokenizer_text(hparams):
+    """The transcripts the tokenizer learns from: the training sentences
+    (only the first ``train_max_utterances`` in a reduced run)."""
+    if not hparams["train_max_utterances"]:
+        return Path(hparams["data_folder"]) / "train_clean.csv"
+    path = Path(hparams["save_folder"]) / "tokenizer_text.csv"
+    rows = first_rows(hparams, "train_clean", "train_max_utterances")
+    if sb.utils.distributed.if_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = [{"ID": r["ID"], "wrd": r["wrd"]} for r in rows]
+        write_csv_atomic(path, text, ["ID", "wrd"])
+    sb.utils.distributed.ddp_barrier()
+    return path
+
+
 def dataio_prepare(hparams, tokenizer):
     """Streams of the MiniNoisy manifests (no preparation: the generator
     writes them)."""
@@ -74,14 +98,16 @@ def dataio_prepare(hparams, tokenizer):
         rir_prob=hparams["rir_prob"],
         sample_rate=hparams["sample_rate"],
     )
-    train_clean = read_rows(root / "train_clean.csv")
-    valid_pairs = read_rows(root / "valid_pairs.csv")
+    train_clean = first_rows(hparams, "train_clean", "train_max_utterances")
+    valid_pairs = first_rows(hparams, "valid_pairs", "valid_max_utterances")
     data = {
         "asr": SpeechStream(
             train_clean, corruptor, text_pipeline=text, seed=seed, name="asr"
         ),
         "se": SpeechStream(
-            read_rows(root / "train_untranscribed.csv"),
+            first_rows(
+                hparams, "train_untranscribed", "speech_only_max_utterances"
+            ),
             corruptor,
             segment=(hparams["segment_min"], hparams["segment_max"]),
             seed=seed,
@@ -92,7 +118,7 @@ def dataio_prepare(hparams, tokenizer):
     # the proxy learns from clean AND noisy speech (pre-mixed pairs)
     as_pairs = [dict(r, noisy_wav=r["wav"], clean_wav="") for r in train_clean]
     data["proxy_train"] = SpeechStream(
-        read_rows(root / "train_pairs.csv") + as_pairs,
+        first_rows(hparams, "train_pairs", "train_max_utterances") + as_pairs,
         text_pipeline=text,
         name="proxy",
     )
@@ -176,7 +202,7 @@ def main(argv):
     save = Path(hparams["save_folder"])
     tokenizer = train_tokenizer(
         save / "tokenizer",
-        Path(hparams["data_folder"]) / "train_clean.csv",
+        tokenizer_text(hparams),
         hparams["proxy_vocab_size"],
         hparams["proxy_token_type"],
     )

@@ -1097,7 +1097,10 @@ def enhancer_stage_from_hparams(
         srpr_beta=hparams["srpr_beta"],
         srpr_window=hparams["srpr_window"],
     )
-    epochs = hparams["init_epochs"] if init else hparams["mode_epochs"]
+    if init:
+        epochs, opt_class = hparams["init_epochs"], hparams["init_opt_class"]
+    else:
+        epochs, opt_class = hparams["mode_epochs"], hparams["opt_class"]
     return train_enhancer_stage(
         mode,
         enhancer,
@@ -1105,7 +1108,7 @@ def enhancer_stage_from_hparams(
         data["valid"],
         folder=Path(hparams["save_folder"]) / name,
         epochs=epochs if train else 0,
-        opt_class=hparams["init_opt_class" if init else "opt_class"],
+        opt_class=opt_class,
         run_opts=run_opts,
         proxy=None if init else proxy,
         tokenizer=tokenizer,

@@ -4,7 +4,8 @@
   test flags, and every file a row names exists;
 * every top-level key of every hparams file is USED: referenced in the
   yaml (``<key>``), read by the row's script, or read by the library
-  (``getattr(self.hparams, "key", ...)`` in ``robust_brain/``), or is one of
+  (``getattr(self.hparams, "key", ...)``, or ``hparams["key"]`` of a recipe
+  driver, in ``robust_brain/``), or is one of
   SpeechBrain's run options that Brain reads from hparams.
 """
 
@@ -56,7 +57,13 @@ def key_is_used(key, yaml_text, script_text):
     ]
     if any(re.search(p, script_text) for p in script_patterns):
         return True
-    library_patterns = [rf"hparams, \"{key}\"", rf"hparams\.{key}\b"]
+    # the Brain's hparams, or a recipe's hparams mapping handed to a
+    # library driver (e.g. robust_brain.methods.d4am.train_systems)
+    library_patterns = [
+        rf"hparams, \"{key}\"",
+        rf"hparams\.{key}\b",
+        rf"hparams\[\"{key}\"\]",
+    ]
     return any(re.search(p, LIBRARY) for p in library_patterns)
 
 
