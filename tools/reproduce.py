@@ -125,14 +125,14 @@ def baseline(data, out, max_per_condition):
 
 #: the CPU-sized D4AM run of the README's table (a GPU runs the defaults of
 #: hparams/d4am_mini.yaml on the whole corpus): 800 transcribed and 200
-#: speech-only training utterances, 60 validation pairs, 40 test utterances
+#: speech-only training utterances, 60 validation pairs, 20 test utterances
 #: of each of 9 conditions
 D4AM_CPU_OVERRIDES = (
     "--train_max_utterances=800",
     "--speech_only_max_utterances=200",
     "--valid_max_utterances=60",
     "--eval_sets=[test]",
-    "--eval_max_utterances=360",
+    "--eval_max_utterances=180",
     "--eval_conditions=[clean,white_0dB,white_5dB,pink_0dB,pink_5dB,"
     "brown_0dB,brown_5dB,babble_0dB,babble_5dB]",
 )
