@@ -51,6 +51,7 @@ import torch
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.streams import PairedStreams
 from robust_brain.models.asr import freeze
+from robust_brain.stages import fit_stage, require_checkpoint
 from robust_brain.surgery import CombinationRule, Sum, make_rule
 
 logger = logging.getLogger(__name__)
@@ -522,10 +523,6 @@ def train_enhancer_stage(
         The trained Brain (its enhancer holds the selected weights).
     """
     folder = Path(folder)
-    counter = sb.utils.epoch_loop.EpochCounter(epochs)
-    checkpointer = sb.utils.checkpoints.Checkpointer(
-        folder / "save", recoverables={"enhancer": enhancer, "counter": counter}
-    )
     hparams = {
         "mode": mode,
         "proxy": proxy,
@@ -534,32 +531,23 @@ def train_enhancer_stage(
         "reg_stream_weight": reg_stream_weight,
         "surgery_rule": surgery_rule,
         "shared_modules": ["enhancer"],
-        "surgery_log_file": str(folder / "surgery_log.csv"),
-        "train_logger": sb.utils.train_logger.FileTrainLogger(
-            str(folder / "train_log.txt")
-        ),
         "ckpt_selection": ckpt_selection,
+        **(extra_hparams or {}),
     }
-    hparams.update(extra_hparams or {})
-    brain = D4AMBrain(
-        modules={"enhancer": enhancer},
+    brain = fit_stage(
+        D4AMBrain,
+        {"enhancer": enhancer},
+        folder=folder,
+        epochs=epochs,
         opt_class=opt_class,
+        train_set=train_set,
+        valid_set=valid_set,
         hparams=hparams,
         run_opts=run_opts,
-        checkpointer=checkpointer,
+        train_loader_kwargs=train_loader_kwargs,
+        valid_loader_kwargs=valid_loader_kwargs,
     )
-    brain.fit(
-        counter,
-        train_set,
-        valid_set,
-        train_loader_kwargs=dict(train_loader_kwargs or {}),
-        valid_loader_kwargs=dict(valid_loader_kwargs or {}),
-    )
-    if brain.recover_selected() is None and epochs == 0:
-        raise FileNotFoundError(
-            f"{mode}: no checkpoint in {folder / 'save'} (train the stage "
-            "first)"
-        )
+    require_checkpoint(brain.recover_selected(), epochs, mode, folder)
     enhancer.eval()
     if sb.utils.distributed.if_main_process():
         plot_surgery_log(folder / "surgery_log.csv", folder / "surgery.png")

@@ -25,6 +25,7 @@ import speechbrain as sb
 import torch
 
 from robust_brain.models.asr import freeze
+from robust_brain.stages import fit_stage, require_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -216,44 +217,33 @@ def train_proxy_stage(
     ConformerASR
         The frozen model (eval mode, no parameter gradients).
     """
-    folder = Path(folder)
-    counter = sb.utils.epoch_loop.EpochCounter(epochs)
-    recoverables = {"asr": model.asr_model, "counter": counter}
+    if selection not in ("WER", "loss", "last"):
+        raise ValueError(f"selection must be WER, loss or last: {selection}")
+    recoverables = {"asr": model.asr_model}
     if model.normalize:
         recoverables["normalizer"] = model.normalizer
     if lr_annealing is not None:
         recoverables["lr_annealing"] = lr_annealing
-    checkpointer = sb.utils.checkpoints.Checkpointer(
-        folder / "save", recoverables=recoverables
-    )
-    hparams = {
-        "tokenizer": tokenizer,
-        "lr_annealing": lr_annealing,
-        "train_logger": sb.utils.train_logger.FileTrainLogger(
-            str(folder / "train_log.txt")
-        ),
-    }
-    hparams.update(extra_hparams or {})
-    brain = ProxyASRBrain(
-        modules={"asr": model},
+    brain = fit_stage(
+        ProxyASRBrain,
+        {"asr": model},
+        folder=folder,
+        epochs=epochs,
         opt_class=opt_class,
-        hparams=hparams,
+        train_set=train_set,
+        valid_set=valid_set,
+        hparams={
+            "tokenizer": tokenizer,
+            "lr_annealing": lr_annealing,
+            **(extra_hparams or {}),
+        },
+        recoverables=recoverables,
         run_opts=run_opts,
-        checkpointer=checkpointer,
+        train_loader_kwargs=train_loader_kwargs,
+        valid_loader_kwargs=valid_loader_kwargs,
     )
-    brain.fit(
-        counter,
-        train_set,
-        valid_set,
-        train_loader_kwargs=dict(train_loader_kwargs or {}),
-        valid_loader_kwargs=dict(valid_loader_kwargs or {}),
-    )
-    if selection not in ("WER", "loss", "last"):
-        raise ValueError(f"selection must be WER, loss or last: {selection}")
     key = {} if selection == "last" else {"min_key": selection}
-    if checkpointer.recover_if_possible(**key) is None and not epochs:
-        raise FileNotFoundError(
-            f"proxy: no checkpoint in {folder / 'save'} (train it first)"
-        )
+    recovered = brain.checkpointer.recover_if_possible(**key)
+    require_checkpoint(recovered, epochs, "proxy", folder)
     model.to(torch.device(brain.device))
     return freeze(model)

@@ -1,0 +1,165 @@
+"""Checkpointed training stages: one folder per stage, resumable.
+
+Every recipe here trains in stages (a proxy, a pre-training, one run per
+mode or rule ...). A stage lives in its own folder::
+
+    <folder>/save/            checkpoints (modules or given recoverables,
+                              epoch counter, optimizer, rule state)
+    <folder>/train_log.txt    SpeechBrain's per-epoch log
+    <folder>/surgery_log.csv  per-step engine statistics (DualLossBrain)
+
+Re-running the same stage resumes from its last checkpoint; a finished
+stage trains no further and only reloads. :func:`fit_stage` is that
+skeleton, shared by every method; what a method keeps afterwards (last,
+best-WER or best-loss checkpoint) stays with the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import speechbrain as sb
+
+from robust_brain.brain import DualLossBrain
+
+__all__ = ["fit_stage", "require_checkpoint"]
+
+
+def fit_stage(
+    brain_class,
+    modules: Mapping,
+    *,
+    folder,
+    epochs: int,
+    opt_class,
+    train_set,
+    valid_set=None,
+    hparams: Mapping | None = None,
+    recoverables: Mapping | None = None,
+    run_opts=None,
+    train_loader_kwargs: Mapping | None = None,
+    valid_loader_kwargs: Mapping | None = None,
+):
+    """Build ``brain_class`` for the stage in ``folder`` and fit it.
+
+    Arguments
+    ---------
+    brain_class : type
+        A ``speechbrain.Brain`` subclass (a :class:`DualLossBrain` also
+        gets ``surgery_log_file`` = ``<folder>/surgery_log.csv``).
+    modules : mapping
+        The Brain's modules.
+    folder : path-like
+        The stage folder.
+    epochs : int
+        Epochs in all (a resumed stage runs only the missing ones; 0: no
+        training, e.g. to reload a finished stage).
+    opt_class : callable
+        ``params -> optimizer``.
+    train_set, valid_set : Dataset
+        As for ``Brain.fit``.
+    hparams : mapping, optional
+        The Brain's hparams (``train_logger`` and ``surgery_log_file`` are
+        filled in unless given).
+    recoverables : mapping, optional
+        What to checkpoint besides the epoch counter (default: ``modules``).
+    run_opts : dict, optional
+        SpeechBrain run options.
+    train_loader_kwargs, valid_loader_kwargs : mapping, optional
+        DataLoader options.
+
+    Returns
+    -------
+    speechbrain.Brain
+        The fitted Brain. Saving checkpoints (``on_stage_end``) and
+        choosing the one to keep afterwards are the Brain's and the
+        method's business.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> class Fit(sb.Brain):
+    ...     def compute_forward(self, batch, stage):
+    ...         return self.modules.net(batch[0])
+    ...     def compute_objectives(self, out, batch, stage):
+    ...         return (out - batch[1]).pow(2).mean()
+    ...     def on_stage_end(self, stage, loss, epoch=None):
+    ...         self.checkpointer.save_and_keep_only(meta={"loss": loss})
+    >>> data = [(torch.ones(4, 2), torch.zeros(4, 1))]
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> def run(epochs):
+    ...     net = torch.nn.Linear(2, 1)
+    ...     brain = fit_stage(Fit, {"net": net}, folder=folder, epochs=epochs,
+    ...                       opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+    ...                       train_set=data,
+    ...                       train_loader_kwargs={"batch_size": None},
+    ...                       run_opts={"device": "cpu"})
+    ...     return brain
+    >>> first = run(2)  # trains 2 epochs
+    >>> again = run(2)  # resumes: nothing left to train, weights reloaded
+    >>> torch.equal(first.modules.net.weight, again.modules.net.weight)
+    True
+    >>> len(list((folder / "save").glob("CKPT+*")))
+    1
+    """
+    folder = Path(folder)
+    counter = sb.utils.epoch_loop.EpochCounter(epochs)
+    recs = dict(modules if recoverables is None else recoverables)
+    recs["counter"] = counter
+    checkpointer = sb.utils.checkpoints.Checkpointer(
+        folder / "save", recoverables=recs
+    )
+    stage_hparams = {
+        "train_logger": sb.utils.train_logger.FileTrainLogger(
+            str(folder / "train_log.txt")
+        )
+    }
+    if issubclass(brain_class, DualLossBrain):
+        stage_hparams["surgery_log_file"] = str(folder / "surgery_log.csv")
+    stage_hparams.update(hparams or {})
+    brain = brain_class(
+        modules=dict(modules),
+        opt_class=opt_class,
+        hparams=stage_hparams,
+        run_opts=run_opts,
+        checkpointer=checkpointer,
+    )
+    brain.fit(
+        counter,
+        train_set,
+        valid_set,
+        train_loader_kwargs=dict(train_loader_kwargs or {}),
+        valid_loader_kwargs=dict(valid_loader_kwargs or {}),
+    )
+    return brain
+
+
+def require_checkpoint(recovered, epochs: int, name: str, folder) -> None:
+    """One clear error when a stage was asked to reload (``epochs == 0``)
+    but its folder holds no checkpoint.
+
+    Arguments
+    ---------
+    recovered : object or None
+        What the checkpointer recovered (``None``: nothing).
+    epochs : int
+        The stage's epochs.
+    name : str
+        Stage name for the message.
+    folder : path-like
+        The stage folder.
+
+    Example
+    -------
+    >>> require_checkpoint(None, 3, "INIT", "x")  # trained: fine
+    >>> require_checkpoint(None, 0, "INIT", "exp/INIT")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: INIT: no checkpoint in exp/INIT/save (train the ...
+    """
+    if recovered is None and not epochs:
+        raise FileNotFoundError(
+            f"{name}: no checkpoint in {Path(folder) / 'save'} (train the "
+            "stage first)"
+        )
