@@ -60,8 +60,8 @@ def fit_stage(
     train_set, valid_set : Dataset
         As for ``Brain.fit``.
     hparams : mapping, optional
-        The Brain's hparams (``train_logger`` and ``surgery_log_file`` are
-        filled in unless given).
+        The Brain's hparams (``epoch_counter``, ``train_logger`` and
+        ``surgery_log_file`` are filled in unless given).
     recoverables : mapping, optional
         What to checkpoint besides the epoch counter (default: ``modules``).
     run_opts : dict, optional
@@ -111,9 +111,10 @@ def fit_stage(
         folder / "save", recoverables=recs
     )
     stage_hparams = {
+        "epoch_counter": counter,
         "train_logger": sb.utils.train_logger.FileTrainLogger(
             str(folder / "train_log.txt")
-        )
+        ),
     }
     if issubclass(brain_class, DualLossBrain):
         stage_hparams["surgery_log_file"] = str(folder / "surgery_log.csv")

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Cross-Distortion Mapping + DAT (Huang et al., SLT 2022) on LibriSpeech.
+
+A DistilHuBERT student (the teacher's CNN + 2 Transformer layers, copied
+from the teacher, + heads predicting teacher layers 4, 8, 12) learns from a
+FROZEN hub teacher (HuBERT Base by default; WavLM Base+ or wav2vec 2.0 Base
+by ``--teacher_kind`` / ``--teacher_hub``) across distortions: setup 1
+(``cdm1``: teacher clean, student distorted), setup 2 (``cdm2``: both
+distorted, independent draws) and setup 2 + domain-adversarial training
+(``cdm2_dat``: a discriminator on the pooled student features behind a
+gradient-reversal layer, its own optimizer)::
+
+    python recipes/LibriSpeech/distill_cdm.py hparams/cdm_dat.yaml \
+        --data_folder=/data/LibriSpeech --dns_folder=/data/DNS-Challenge
+
+Stages (``stages``): ``distill`` (each of ``systems``, in
+``<save_folder>/<system>``, resumable) and ``evaluate`` (frozen features +
+small trained heads, CTC and first-word classification, on test-clean:
+clean, in-domain and out-of-domain distortions; ``results.md``).
+
+Authors
+ * robust_brain developers 2026
+"""
+
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from robust_brain.methods.d4am import check_plan
+from robust_brain.methods.distill import run_hub_recipe
+
+STAGES = ("distill", "evaluate")
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    stages = check_plan(hparams["stages"], [], STAGES)
+    table = run_hub_recipe(hparams, run_opts, stages)
+    if table:
+        print(table)
