@@ -12,7 +12,10 @@
 * ``proxy_hub/``: ``asr.ckpt``, ``normalizer.ckpt`` and ``tokenizer.ckpt``
   of a TINY :class:`~robust_brain.models.asr.ConformerASR` (the files a
   SpeechBrain hub model holds), so that the real recipe's ``Pretrainer``
-  path runs offline. Its sizes are :data:`PROXY_FLAGS`.
+  path runs offline. Its sizes are :data:`PROXY_FLAGS`;
+* ``w2v_proxy_hub/``: ``wav2vec2.ckpt``, ``asr.ckpt`` and ``tokenizer.ckpt``
+  of a tiny wav2vec2 CTC model (``hparams/d4am_wav2vec2.yaml``'s layout;
+  sizes :data:`W2V_PROXY_FLAGS`).
 
 The audio is tones plus a little noise: enough for a debug run.
 """
@@ -44,7 +47,7 @@ PROXY_FLAGS = (
 #: the recipe flags describing the stand-in INIT checkpoint
 ENHANCER_FLAGS = "--enhancer_hidden=4 --enhancer_depth=2 --enhancer_resample=1"
 WORDS = ["HELLO", "WORLD", "GOOD", "MORNING", "SPEECH", "NOISE", "QUIET"]
-VERSION = 1
+VERSION = 2  # 2: + the wav2vec2 CTC proxy hub
 
 
 def _audio(path, seconds, seed, channels=1):
@@ -156,6 +159,49 @@ def build_proxy_hub(root):
     return root
 
 
+#: the recipe flags describing the stand-in wav2vec2 CTC hub model
+W2V_PROXY_FLAGS = (
+    f"--wav2vec2_dim=32 --proxy_enc_neurons=16 --proxy_vocab_size={VOCAB}"
+)
+
+
+def build_wav2vec2_proxy_hub(root, conformer_hub):
+    """wav2vec2.ckpt, asr.ckpt, tokenizer.ckpt of a tiny wav2vec2 CTC model
+    laid out like SpeechBrain's asr-wav2vec2-librispeech (the tokenizer is
+    the Conformer stand-in's character model); its ``wav2vec2_hub`` is
+    ``tiny_model_path("wav2vec2")``. Sizes: :data:`W2V_PROXY_FLAGS`."""
+    import shutil
+
+    import torch
+    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+    from speechbrain.nnet.containers import Sequential
+    from speechbrain.nnet.linear import Linear
+    from speechbrain.nnet.normalization import BatchNorm1d
+
+    from robust_brain.tiny_models import tiny_model_path
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    source = tiny_model_path("wav2vec2")
+    torch.manual_seed(0)
+    w2v = Wav2Vec2(str(source), str(root / "w2v_cache"), output_norm=True)
+    enc = Sequential(input_shape=[None, None, 32])
+    for i in ("1", "2", "3"):
+        enc.append(Linear, n_neurons=16, bias=True, layer_name=f"linear{i}")
+        enc.append(BatchNorm1d, layer_name=f"bn{i}")
+        act = "activation" if i == "1" else f"activation{i}"
+        enc.append(torch.nn.LeakyReLU(), layer_name=act)
+        if i != "3":
+            drop = "drop" if i == "1" else f"drop{i}"
+            enc.append(torch.nn.Dropout(0.15), layer_name=drop)
+    head = torch.nn.Sequential(enc, Linear(input_size=16, n_neurons=VOCAB))
+    torch.save(w2v.state_dict(), root / "wav2vec2.ckpt")
+    torch.save(head.state_dict(), root / "asr.ckpt")
+    shutil.copy(Path(conformer_hub) / "tokenizer.ckpt", root / "tokenizer.ckpt")
+    shutil.rmtree(root / "w2v_cache", ignore_errors=True)
+    return root
+
+
 def build_enhancer_init(path):
     """A facebookresearch/denoiser-style checkpoint of a tiny DEMUCS."""
     import torch
@@ -178,7 +224,8 @@ def build_d4am_real_stand_ins(out):
     Returns
     -------
     dict
-        ``librispeech``, ``dns``, ``chime4``, ``proxy_hub`` (folders),
+        ``librispeech``, ``dns``, ``chime4``, ``proxy_hub``,
+        ``w2v_proxy_hub`` (folders),
         ``enhancer_init`` (file) -> path.
     """
     out = Path(out)
@@ -187,6 +234,7 @@ def build_d4am_real_stand_ins(out):
         "dns": out / "DNS-Challenge",
         "chime4": out / "CHiME4",
         "proxy_hub": out / "proxy_hub",
+        "w2v_proxy_hub": out / "w2v_proxy_hub",
         "enhancer_init": out / "enhancer_init.pth",
     }
     marker = out / ".complete"
@@ -196,6 +244,67 @@ def build_d4am_real_stand_ins(out):
     build_dns(paths["dns"])
     build_chime4(paths["chime4"])
     build_proxy_hub(paths["proxy_hub"])
+    build_wav2vec2_proxy_hub(paths["w2v_proxy_hub"], paths["proxy_hub"])
     build_enhancer_init(paths["enhancer_init"])
     marker.write_text(json.dumps(VERSION))
     return paths
+
+
+#: words of the GR CHiME-4 stand-in (a pangram: every letter occurs in the
+#: training transcripts, so a character tokenizer has its full size)
+PANGRAM = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"
+
+
+def build_chime4_gr(root):
+    """A CHiME-4 tree with what the GR recipe reads: tr05_simu (channel 5,
+    WSJ0 originals as clean references, its ``.dot_all``), dt05 and et05
+    real/simu of the 1-channel track with their booth recordings;
+    environments bus and caf.
+
+    Arguments
+    ---------
+    root : path-like
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    root = Path(root)
+    iso = root / "data/audio/16kHz/isolated"
+    ev = root / "data/audio/16kHz/isolated_1ch_track"
+    words = PANGRAM.split()
+    seed = 200
+    for dataset in ("tr05", "dt05", "et05"):
+        for kind in ("simu", "real"):
+            if dataset == "tr05" and kind == "real":
+                continue
+            n_utts = 4 if dataset == "tr05" else 1
+            lines = []
+            for env in ("bus", "caf"):
+                for u in range(n_utts):
+                    spk = f"F0{1 + u % 2}"
+                    wsj = f"{dataset[:2]}{kind[0]}C0{u}{env[0]}A".upper()
+                    name = f"{spk}_{wsj}_{env.upper()}"
+                    ch = 5 if dataset == "tr05" else 1 + (u + seed) % 6
+                    folder = iso if dataset == "tr05" else ev
+                    seconds = 0.6 + 0.1 * u
+                    _audio(
+                        folder / f"{dataset}_{env}_{kind}/{name}.CH{ch}.wav",
+                        seconds,
+                        seed,
+                    )
+                    if kind == "simu":
+                        clean = (
+                            iso / "tr05_org" / f"{spk}_{wsj}_ORG.wav"
+                            if dataset == "tr05"
+                            else iso / f"{dataset}_bth/{spk}_{wsj}_BTH.CH0.wav"
+                        )
+                        _audio(clean, seconds, seed + 1000)
+                    k = (seed + u) % len(words)
+                    text = " ".join(words[k:] + words[:k][:2])
+                    lines.append(f"{text} ({name})")
+                    seed += 1
+            path = root / f"data/transcriptions/{dataset}_{kind}.dot_all"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(lines) + "\n")
+    return root

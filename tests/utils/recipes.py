@@ -49,6 +49,21 @@ def _real(key):
     return lambda: _d4am_real()[key]
 
 
+def _tiny(kind):
+    def build():
+        from robust_brain.tiny_models import tiny_model_path
+
+        return str(tiny_model_path(kind))
+
+    return build
+
+
+def _w2v_proxy_flags():
+    from tests.utils.fake_corpora import W2V_PROXY_FLAGS
+
+    return W2V_PROXY_FLAGS
+
+
 def _proxy_flags():
     from tests.utils.fake_corpora import PROXY_FLAGS
 
@@ -64,6 +79,9 @@ RESOURCES = {
     "proxy_hub_fake": _real("proxy_hub"),
     "proxy_hub_flags": _proxy_flags,
     "enhancer_init_fake": _real("enhancer_init"),
+    "w2v_proxy_hub_fake": _real("w2v_proxy_hub"),
+    "w2v_proxy_hub_flags": _w2v_proxy_flags,
+    "tiny_wav2vec2": _tiny("wav2vec2"),
 }
 
 
@@ -102,3 +120,106 @@ def parse_checks(spec):
     for name, body in re.findall(r"(\w+)=\[([^\]]*)\]", spec or ""):
         checks[name] = [x.strip() for x in body.split(",") if x.strip()]
     return checks
+
+
+@functools.cache
+def _chime4_gr() -> str:
+    """CHiME-4 stand-in for the GR recipe (tr05_simu, dt05/et05)."""
+    from tests.utils.fake_corpora import build_chime4_gr
+
+    out = RESOURCE_DIR / "chime4_gr" / "CHiME4"
+    marker = out.parent / ".complete"
+    if not marker.exists():
+        build_chime4_gr(out)
+        marker.write_text("1")
+    return str(out)
+
+
+RESOURCES["chime4_gr_fake"] = _chime4_gr
+
+
+@functools.cache
+def _miniwhamr_tiny() -> str:
+    """A tiny MiniWHAMR corpus (the generator's smallest size: 5/2/2
+    mixtures); needs the offline TTS voices of ``robust_brain.data.tts``."""
+    from robust_brain.data.mini_corpora import generate
+
+    out = RESOURCE_DIR / "miniwhamr_tiny"
+    generate(
+        "miniwhamr",
+        out,
+        size=0.005,
+        seed=7,
+        workers=1,
+        real=False,
+        log=lambda msg: None,
+    )
+    return str(out / "MiniWHAMR")
+
+
+@functools.cache
+def _whamr_fake() -> dict:
+    """A WHAMR!-layout copy of the tiny MiniWHAMR (``wav16k/max/<split>/
+    <folder>/<utt1>_<lvl>_<utt2>_<lvl>.wav``) and a WSJ0-like folder of
+    ``.dot`` transcripts, for the real recipes' preparation."""
+    import csv
+    import shutil
+
+    src = Path(_miniwhamr_tiny())
+    out = RESOURCE_DIR / "whamr_fake"
+    whamr, wsj0 = out / "WHAMR", out / "wsj0"
+    if not (out / ".complete").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        columns = {
+            "mix_wav": "mix_both_reverb",
+            "s1_wav": "s1_anechoic",
+            "s2_wav": "s2_anechoic",
+            "noise_wav": "noise",
+            "s1_alt_wav": "s1_reverb",
+            "s2_alt_wav": "s2_reverb",
+        }
+        for split in ("tr", "cv", "tt"):
+            with open(src / f"{split}_max.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            for i, row in enumerate(rows):
+                u1, u2 = f"{split}{i:02d}a0{i}", f"{split}{i:02d}b0{i}"
+                name = f"{u1}_1.5_{u2}_-1.5.wav"
+                for col, folder in columns.items():
+                    dst = whamr / "wav16k" / "max" / split / folder / name
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    wav = row[col].replace("$data_root", str(src))
+                    shutil.copyfile(wav, dst)
+                for utt, text in ((u1, row["s1_wrd"]), (u2, row["s2_wrd"])):
+                    dot = wsj0 / "transcrp" / "dots" / split / f"{utt}.dot"
+                    dot.parent.mkdir(parents=True, exist_ok=True)
+                    dot.write_text(f"{text.lower()} ({utt})\n")
+        (out / ".complete").write_text("1")
+    return {"whamr": str(whamr), "wsj0": str(wsj0)}
+
+
+def _tiny_model(kind):
+    from robust_brain.tiny_models import tiny_model_path
+
+    return lambda: str(tiny_model_path(kind))
+
+
+RESOURCES["miniwhamr_tiny"] = _miniwhamr_tiny
+RESOURCES["whamr_fake"] = lambda: _whamr_fake()["whamr"]
+RESOURCES["wsj0_fake"] = lambda: _whamr_fake()["wsj0"]
+RESOURCES.setdefault("tiny_wav2vec2", _tiny_model("wav2vec2"))
+RESOURCES.setdefault("tiny_whisper", _tiny_model("whisper"))
+
+
+def _tiny_teacher(kind):
+    """A tiny local SSL teacher with 4 layers (distillation recipes)."""
+
+    def build():
+        from robust_brain.tiny_models import tiny_model_path
+
+        return str(tiny_model_path(kind, num_hidden_layers=4))
+
+    return build
+
+
+RESOURCES["tiny_wavlm_teacher"] = _tiny_teacher("wavlm")
+RESOURCES["tiny_hubert_teacher"] = _tiny_teacher("hubert")
