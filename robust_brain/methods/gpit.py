@@ -1,0 +1,1279 @@
+"""Transcription-free fine-tuning of a speech separator (GPIT + L_AE).
+
+Ravenscroft et al. (Interspeech 2024), ALGORITHMS.md §4: a pretrained
+separator is fine-tuned on audio only, with the distance between the
+embeddings that a FROZEN pretrained ASR encoder gives of each estimated
+source and of its reference (L_AE). Everything beyond the abstract is a
+reconstruction; every unverified choice is an hparam:
+
+* :class:`EncoderEmbeddingLoss`: ``D(E(norm(est)), E(norm(ref)))`` over the
+  VALID encoder frames only; ``D`` is ``mse`` (default), ``l1`` or
+  ``cosine``; ``norm`` is ``rms`` (zero mean, unit RMS over the valid
+  samples; default), ``peak`` or ``none``; the layer(s) are the final
+  output (default) or a list of hidden-state indices. The encoder is any
+  of SpeechBrain's Hugging Face wrappers (Wav2Vec2, WavLM, HuBERT: frame
+  counts from the model's convolution arithmetic; Whisper: the wrapper pads
+  every input to 30 s, so only the first ``ceil(N / 320)`` frames are
+  compared) or a :class:`~robust_brain.models.asr.ConformerASR` (its
+  ``encode``; the offline stand-in). It is frozen but differentiable:
+  ``requires_grad_(False)`` + ``eval()``, never the wrappers'
+  ``freeze=True`` (that runs the forward under ``no_grad`` and no gradient
+  would reach the separator).
+* :class:`GPITBrain`: a :class:`~robust_brain.brain.DualLossBrain` with
+  ``loss_names = ("ae", "sisdr")`` (two losses, one engine: every surgery
+  rule applies; default ``sum``). Permutation modes (:data:`MODES`):
+
+  ==========  ================================  =======================
+  mode        permutation                       losses
+  ==========  ================================  =======================
+  uPIT-SISDR  best SI-SDR (SpeechBrain's        SI-SDR (the baseline and
+              ``PitWrapper`` + ``cal_si_snr``)  the pre-training loss)
+  PIT-AE      smallest L_AE (C x C pairwise)    L_AE [+ w SI-SDR]
+  GPIT        best SI-SDR (under no_grad)       L_AE [+ w SI-SDR]
+  ==========  ================================  =======================
+
+* :func:`train_separator_stage` runs one mode in its own checkpointed,
+  resumable folder; :func:`evaluate_separators` scores separators with the
+  unseen Whisper recognisers (cpWER) and SI-SDR(i) / STOI / PESQ;
+  :func:`gpit_table` prints the comparison with the relative cpWER change
+  against uPIT-SISDR fine-tuning.
+
+Authors
+ * robust_brain contributors 2026
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+from speechbrain.nnet.losses import PitWrapper, cal_si_snr
+
+from robust_brain.brain import DualLossBrain
+from robust_brain.models.asr import freeze
+from robust_brain.stages import fit_stage, require_checkpoint
+from robust_brain.surgery import CombinationRule, Sum
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MODES",
+    "DISTANCES",
+    "NORMALISATIONS",
+    "check_mode",
+    "length_mask",
+    "level_normalise",
+    "sisdr_pit",
+    "reorder_sources",
+    "best_permutations",
+    "EncoderEmbeddingLoss",
+    "SeparationSet",
+    "GPITBrain",
+    "train_separator_stage",
+    "LevelNormalizedSeparator",
+    "evaluate_separators",
+    "gpit_table",
+]
+
+#: the permutation modes, in table order
+MODES = ("uPIT-SISDR", "PIT-AE", "GPIT")
+#: embedding distances of L_AE
+DISTANCES = ("mse", "l1", "cosine")
+#: level normalisations applied to estimate and reference before encoding
+NORMALISATIONS = ("rms", "peak", "none")
+#: encoder kinds (how valid frames are counted)
+ENCODER_KINDS = ("auto", "ssl", "whisper", "conformer", "frames")
+
+
+def check_mode(mode: str) -> str:
+    """The canonical spelling of a permutation mode.
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`MODES` (any case; ``_`` for ``-`` accepted).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> check_mode("gpit"), check_mode("pit_ae")
+    ('GPIT', 'PIT-AE')
+    >>> check_mode("PIT")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown permutation mode 'PIT'; choose one of ('uPIT-SISDR', ...
+    """
+    key = str(mode).upper().replace("_", "-")
+    for m in MODES:
+        if m.upper() == key:
+            return m
+    raise ValueError(
+        f"unknown permutation mode {mode!r}; choose one of {MODES}"
+    )
+
+
+def length_mask(lengths, n: int) -> torch.Tensor:
+    """``(batch, n)`` float mask of the valid positions.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Relative lengths in (0, 1] (SpeechBrain's convention).
+    n : int
+        Padded length.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> length_mask(torch.tensor([1.0, 0.5]), 4)
+    tensor([[1., 1., 1., 1.],
+            [1., 1., 0., 0.]])
+    """
+    valid = torch.round(lengths.float() * n).clamp(0, n)
+    pos = torch.arange(n, device=lengths.device).unsqueeze(0)
+    return (pos < valid.unsqueeze(1)).float()
+
+
+def level_normalise(wavs, lengths=None, method: str = "rms", eps=1e-8):
+    """Scale each signal to a fixed level over its valid samples; zero the
+    padding.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``(batch, time)``.
+    lengths : torch.Tensor, optional
+        Relative lengths (default: all valid).
+    method : str
+        ``rms`` (zero mean, unit RMS), ``peak`` (unit peak) or ``none``
+        (padding zeroed only).
+    eps : float
+        Floor of the level.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> x = torch.tensor([[1.0, 3.0, 100.0]])
+    >>> level_normalise(x, torch.tensor([2 / 3])).tolist()  # padding zeroed
+    [[-1.0, 1.0, 0.0]]
+    >>> level_normalise(x, method="peak")
+    tensor([[0.0100, 0.0300, 1.0000]])
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(
+            f"unknown normalisation {method!r}; choose one of {NORMALISATIONS}"
+        )
+    if lengths is None:
+        lengths = torch.ones(wavs.shape[0], device=wavs.device)
+    mask = length_mask(lengths, wavs.shape[-1]).to(wavs.dtype)
+    wavs = wavs * mask
+    if method == "none":
+        return wavs
+    count = mask.sum(-1, keepdim=True).clamp_min(1.0)
+    if method == "peak":
+        peak = wavs.abs().amax(-1, keepdim=True).clamp_min(eps)
+        return wavs / peak
+    mean = wavs.sum(-1, keepdim=True) / count
+    centred = (wavs - mean) * mask
+    rms = (centred.pow(2).sum(-1, keepdim=True) / count).sqrt()
+    return centred / rms.clamp_min(eps) + 0.0  # no -0.0 in the padding
+
+
+def _pit():
+    return PitWrapper(cal_si_snr)
+
+
+def sisdr_pit(estimates, references, lengths=None):
+    """Utterance-level PIT SI-SDR loss (SpeechBrain's ``PitWrapper`` with
+    ``cal_si_snr``) and the best permutation.
+
+    Arguments
+    ---------
+    estimates, references : torch.Tensor
+        ``(batch, time, sources)``; the padding of the estimates is zeroed.
+    lengths : torch.Tensor, optional
+        Relative lengths.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        ``(batch,)`` negative SI-SDR (dB), mean over sources.
+    perms : list of tuple
+        ``perms[b][c]``: the estimate assigned to reference ``c``.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> refs = torch.randn(1, 800, 2)
+    >>> est = refs[..., [1, 0]] + 0.1 * torch.randn(1, 800, 2)
+    >>> loss, perms = sisdr_pit(est, refs)
+    >>> perms, bool(loss < -15)
+    ([(1, 0)], True)
+    """
+    if lengths is not None:
+        mask = length_mask(lengths, estimates.shape[1]).to(estimates.dtype)
+        estimates = estimates * mask.unsqueeze(-1)
+    return _pit()(estimates, references)
+
+
+def reorder_sources(estimates, perms):
+    """``out[b, :, c] = estimates[b, :, perms[b][c]]`` (differentiable).
+
+    Arguments
+    ---------
+    estimates : torch.Tensor
+        ``(batch, ..., sources)``.
+    perms : sequence of tuple
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> x = torch.arange(4.0).view(1, 2, 2)
+    >>> reorder_sources(x, [(1, 0)])
+    tensor([[[1., 0.],
+             [3., 2.]]])
+    """
+    index = torch.as_tensor(
+        [list(p) for p in perms], device=estimates.device, dtype=torch.long
+    )
+    shape = [index.shape[0]] + [1] * (estimates.dim() - 2) + [index.shape[1]]
+    index = index.view(shape).expand(*estimates.shape[:-1], index.shape[1])
+    return torch.gather(estimates, -1, index)
+
+
+def best_permutations(pairwise):
+    """Permutations minimising the summed pairwise loss.
+
+    Arguments
+    ---------
+    pairwise : torch.Tensor
+        ``(batch, refs, estimates)``: ``pairwise[b, c, k]`` = loss of
+        estimate ``k`` against reference ``c``.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        ``(batch,)`` mean over sources under the best permutation
+        (differentiable).
+    perms : list of tuple
+        ``perms[b][c]``: the estimate assigned to reference ``c``.
+
+    Example
+    -------
+    >>> d = torch.tensor([[[5.0, 1.0], [2.0, 7.0]]])
+    >>> loss, perms = best_permutations(d)
+    >>> perms, loss
+    ([(1, 0)], tensor([1.5000]))
+    """
+    batch, c, _ = pairwise.shape
+    candidates = list(itertools.permutations(range(c)))
+    idx = torch.as_tensor(candidates, device=pairwise.device)  # (P, C)
+    rows = torch.arange(c, device=pairwise.device)
+    totals = pairwise[:, rows, idx].mean(-1)  # (batch, P)
+    best = totals.detach().argmin(-1)
+    loss = totals[torch.arange(batch, device=pairwise.device), best]
+    return loss, [candidates[int(i)] for i in best]
+
+
+class EncoderEmbeddingLoss(torch.nn.Module):
+    """L_AE: distance between frozen-encoder embeddings of the level-
+    normalised estimate and reference, over the valid frames.
+
+    Arguments
+    ---------
+    encoder : torch.nn.Module
+        A SpeechBrain Hugging Face wrapper (``Wav2Vec2``, ``WavLM``,
+        ``HuBERT``: ``encoder(wavs, wav_lens)``; ``Whisper`` with
+        ``encoder_only=True``: ``encoder(wavs)``), a ConformerASR (``encode``)
+        or any ``encoder(wavs, wav_lens) -> (batch, frames, dim)`` (or
+        ``(layers, batch, frames, dim)`` for all hidden states). Build HF
+        wrappers with ``freeze=False`` (``freeze=True`` cuts the gradient).
+    kind : str
+        How valid frames are counted: ``ssl`` (the HF model's convolution
+        arithmetic), ``whisper`` (``ceil(N / 320)`` of 1500 frames),
+        ``conformer`` / ``frames`` (relative lengths), or ``auto``.
+    layers : sequence of int, optional
+        Hidden-state indices to compare (the wrapper must output all hidden
+        states); None: the final output. The distance is averaged over them.
+    distance : str
+        ``mse`` (mean over valid frames x features), ``l1`` or ``cosine``
+        (1 - cosine similarity per frame).
+    normalisation : str
+        See :func:`level_normalise`.
+    joint_batch : bool, optional
+        Encode estimates and references in ONE call (needed for Whisper,
+        whose log-mel clamp depends on the whole batch); default: True for
+        Whisper only. Otherwise the references are encoded under no_grad.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> class Frames(torch.nn.Module):  # a toy "encoder": 80-sample frames
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.proj = torch.nn.Linear(80, 8)
+    ...     def forward(self, wavs, wav_lens=None):
+    ...         return self.proj(wavs.unfold(1, 80, 80))
+    >>> ae = EncoderEmbeddingLoss(Frames(), kind="frames").freeze()
+    >>> refs = torch.randn(2, 800, 2)
+    >>> lens = torch.tensor([1.0, 0.5])
+    >>> float(ae(refs, refs, lens).abs().max())  # identical inputs
+    0.0
+    >>> est = (refs + 0.5 * torch.randn(2, 800, 2)).requires_grad_()
+    >>> loss = ae(est, refs, lens).mean()
+    >>> loss.backward()
+    >>> bool(est.grad.abs().sum() > 0), ae.encoder.proj.weight.grad is None
+    (True, True)
+    >>> bool(est.grad[1, 400:].abs().sum() == 0)  # padding gets nothing
+    True
+    """
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        kind: str = "auto",
+        layers: Sequence[int] | None = None,
+        distance: str = "mse",
+        normalisation: str = "rms",
+        joint_batch: bool | None = None,
+    ):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise ValueError(
+                f"unknown L_AE distance {distance!r}; choose one of {DISTANCES}"
+            )
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"unknown L_AE normalisation {normalisation!r}; choose one "
+                f"of {NORMALISATIONS}"
+            )
+        if kind not in ENCODER_KINDS:
+            raise ValueError(
+                f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}"
+            )
+        if getattr(encoder, "freeze", None) is True:
+            raise ValueError(
+                f"the L_AE encoder {type(encoder).__name__} was built with "
+                "freeze=True: its forward runs under torch.no_grad(), so no "
+                "gradient would reach the separator; build it with "
+                "freeze=False (L_AE freezes it with requires_grad_(False) "
+                "and eval())"
+            )
+        self.encoder = encoder
+        self.kind = self._detect(encoder) if kind == "auto" else kind
+        self.layers = None if layers is None else [int(i) for i in layers]
+        if self.layers is not None and not self.layers:
+            raise ValueError("layers: give at least one index, or null")
+        if self.layers is not None and self.kind == "conformer":
+            raise ValueError(
+                "layers: a ConformerASR encoder gives its final output only"
+            )
+        if self.layers is not None and not getattr(
+            encoder, "output_all_hiddens", True
+        ):
+            raise ValueError(
+                f"layers={self.layers} needs the encoder wrapper built with "
+                "output_all_hiddens=True"
+            )
+        self.distance = distance
+        self.normalisation = normalisation
+        self.joint_batch = (
+            self.kind == "whisper" if joint_batch is None else joint_batch
+        )
+
+    @staticmethod
+    def _detect(encoder):
+        name = type(encoder).__name__.lower()
+        if "whisper" in name:
+            return "whisper"
+        if hasattr(encoder, "encode") and hasattr(encoder, "asr_model"):
+            return "conformer"
+        model = getattr(encoder, "model", None)
+        if hasattr(model, "_get_feat_extract_output_lengths"):
+            return "ssl"
+        return "frames"
+
+    def freeze(self):
+        """Frozen but differentiable: eval mode, no parameter gradients
+        (re-apply at every stage start: ``Brain.fit`` calls ``train()``)."""
+        freeze(self.encoder)
+        return self
+
+    # ------------------------------------------------------------ encoding
+    def _run(self, wavs, lengths):
+        if self.kind == "conformer":
+            out = self.encoder.encode(wavs, lengths)
+        elif self.kind == "whisper":
+            out = self.encoder(wavs)
+        else:
+            out = self.encoder(wavs, lengths)
+        if isinstance(out, tuple | list):
+            out = out[0]
+        if self.layers is None:
+            feats = [out[-1] if out.dim() == 4 else out]
+        else:
+            if out.dim() != 4:
+                raise ValueError(
+                    f"layers={self.layers}: the encoder returned one layer "
+                    f"{tuple(out.shape)}; build it with output_all_hiddens"
+                )
+            feats = [out[i] for i in self.layers]
+        return [f.float() for f in feats]
+
+    def frame_mask(self, lengths, n_samples: int, n_frames: int):
+        """``(batch, n_frames)`` mask of the encoder frames that hold input.
+
+        Arguments
+        ---------
+        lengths : torch.Tensor
+            Relative lengths of the waveforms.
+        n_samples : int
+            Padded waveform length.
+        n_frames : int
+            Encoder frames.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        samples = torch.round(lengths.float() * n_samples)
+        if self.kind == "whisper":
+            valid = torch.ceil(samples / 320.0).clamp(max=1500)
+        elif self.kind == "ssl":
+            model = self.encoder.model
+            valid = model._get_feat_extract_output_lengths(samples.long())
+            valid = valid.float()
+        else:
+            valid = torch.round(lengths.float() * n_frames)
+        valid = valid.clamp(1, n_frames)
+        pos = torch.arange(n_frames, device=lengths.device).unsqueeze(0)
+        return (pos < valid.unsqueeze(1)).float()
+
+    def embed(self, wavs, lengths):
+        """Encoder features of the normalised signals and their frame mask.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``(batch, time)``.
+        lengths : torch.Tensor
+            Relative lengths.
+
+        Returns
+        -------
+        feats : list of torch.Tensor
+            One ``(batch, frames, dim)`` per compared layer.
+        mask : torch.Tensor
+            ``(batch, frames)``.
+        """
+        x = level_normalise(wavs, lengths, self.normalisation)
+        feats = self._run(x, lengths)
+        mask = self.frame_mask(lengths, wavs.shape[-1], feats[0].shape[1])
+        return feats, mask
+
+    def _distance(self, a, b, mask):
+        """Per-pair distance, ``a``/``b`` ``(..., frames, dim)``."""
+        if self.distance == "cosine":
+            per_frame = 1.0 - torch.nn.functional.cosine_similarity(
+                a, b, dim=-1, eps=1e-8
+            )
+        elif self.distance == "l1":
+            per_frame = (a - b).abs().mean(-1)
+        else:
+            per_frame = (a - b).pow(2).mean(-1)
+        return (per_frame * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+    def _encode_both(self, estimates, references, lengths):
+        """Features of every estimate and reference stream (flattened to
+        ``batch * sources`` rows) and the frame mask; the references carry
+        no gradient."""
+        batch, n, c = estimates.shape
+        lens = lengths.repeat_interleave(c)
+        est = estimates.permute(0, 2, 1).reshape(batch * c, n)
+        ref = references.permute(0, 2, 1).reshape(batch * c, n).detach()
+        if self.joint_batch:
+            feats, mask = self.embed(
+                torch.cat([est, ref]), torch.cat([lens, lens])
+            )
+            f_est = [f[: batch * c] for f in feats]
+            f_ref = [f[batch * c :] for f in feats]
+            return f_est, f_ref, mask[: batch * c]
+        f_est, mask = self.embed(est, lens)
+        with torch.no_grad():
+            f_ref, _ = self.embed(ref, lens)
+        return f_est, f_ref, mask
+
+    def pairwise(self, estimates, references, lengths=None):
+        """``(batch, refs, estimates)`` matrix of L_AE, each signal encoded
+        once.
+
+        Arguments
+        ---------
+        estimates, references : torch.Tensor
+            ``(batch, time, sources)``.
+        lengths : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        if estimates.shape != references.shape:
+            raise ValueError(
+                f"estimates {tuple(estimates.shape)} and references "
+                f"{tuple(references.shape)} differ in shape"
+            )
+        batch, n, c = estimates.shape
+        if lengths is None:
+            lengths = torch.ones(batch, device=estimates.device)
+        f_est, f_ref, mask = self._encode_both(estimates, references, lengths)
+        total = 0.0
+        mask = mask.view(batch, 1, c, -1)
+        for fe, fr in zip(f_est, f_ref, strict=True):
+            fe = fe.view(batch, 1, c, *fe.shape[1:])  # estimates: dim 2
+            fr = fr.view(batch, c, 1, *fr.shape[1:])  # references: dim 1
+            total = total + self._distance(fe, fr, mask)
+        return total / len(f_est)
+
+    def forward(self, estimates, references, lengths=None):
+        """Per-utterance L_AE of matched pairs (estimate ``c`` <-> reference
+        ``c``), mean over sources: ``(batch,)``.
+
+        Arguments
+        ---------
+        estimates, references : torch.Tensor
+            ``(batch, time, sources)``, already in matching order.
+        lengths : torch.Tensor, optional
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        batch, n, c = estimates.shape
+        if lengths is None:
+            lengths = torch.ones(batch, device=estimates.device)
+        f_est, f_ref, mask = self._encode_both(estimates, references, lengths)
+        total = 0.0
+        for fe, fr in zip(f_est, f_ref, strict=True):
+            total = total + self._distance(fe, fr, mask)
+        return (total / len(f_est)).view(batch, c).mean(-1)
+
+
+# ------------------------------------------------------------------ data
+class SeparationSet(torch.utils.data.Dataset):
+    """Mixture + sources from a separation manifest, seeded random crops.
+
+    Items: ``id``, ``mix`` ``(time,)`` and ``sources`` ``(time, C)``;
+    :meth:`collate` gives a SpeechBrain ``PaddedBatch`` (relative lengths).
+
+    Arguments
+    ---------
+    csv_path : path-like
+        Manifest with ``mix_wav`` and ``s1_wav`` ... ``s<C>_wav``
+        (:data:`robust_brain.data.manifest.SEPARATION_COLUMNS`).
+    data_root : path-like, optional
+        Replaces ``$data_root`` (default: the manifest's folder).
+    num_spks : int
+        Sources C.
+    sample_rate : int
+        Every file must have it.
+    segment : int, optional
+        Crop length in samples (training); None: whole mixtures.
+    max_items : int, optional
+        Keep the first N rows.
+    seed : int
+        Seed of the crops (with the epoch, see :meth:`set_epoch`).
+    name : str
+        For messages.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, soundfile as sf
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for k in ("mix", "s1", "s2"):
+    ...     sf.write(d / f"{k}.wav", np.random.default_rng(0).normal(
+    ...         size=16000) / 10, 16000)
+    >>> _ = (d / "m.csv").write_text("ID,duration,mix_wav,s1_wav,s2_wav\\n"
+    ...     "u1,1.0,$data_root/mix.wav,$data_root/s1.wav,$data_root/s2.wav\\n")
+    >>> data = SeparationSet(d / "m.csv", segment=8000)
+    >>> batch = data.collate([data[0]])
+    >>> batch.mix.data.shape, batch.sources.data.shape
+    (torch.Size([1, 8000]), torch.Size([1, 8000, 2]))
+    >>> SeparationSet(d / "m.csv", sample_rate=8000)[0]
+    Traceback (most recent call last):
+    ...
+    ValueError: ...mix.wav has a sample rate of 16000 Hz, expected 8000 Hz
+    """
+
+    def __init__(
+        self,
+        csv_path,
+        data_root=None,
+        num_spks: int = 2,
+        sample_rate: int = 16000,
+        segment: int | None = None,
+        max_items: int | None = None,
+        seed: int = 0,
+        name: str = "separation",
+    ):
+        from robust_brain.evaluation import read_manifest
+
+        csv_path = Path(csv_path)
+        if not csv_path.is_file():
+            raise FileNotFoundError(
+                f"{name}: no manifest {csv_path} (prepare the corpus, or "
+                "check data_folder)"
+            )
+        rows = read_manifest(csv_path, data_root)
+        self.columns = ["mix_wav"] + [
+            f"s{k}_wav" for k in range(1, num_spks + 1)
+        ]
+        if not rows:
+            raise ValueError(f"{name}: {csv_path} has no row")
+        missing = [c for c in self.columns if c not in rows[0]]
+        if missing:
+            raise ValueError(
+                f"{name}: {csv_path} lacks the column(s) {missing} "
+                f"(needed for {num_spks} sources)"
+            )
+        if max_items:
+            rows = rows[: int(max_items)]
+        self.rows = rows
+        self.num_spks = int(num_spks)
+        self.sample_rate = int(sample_rate)
+        self.segment = int(segment) if segment else None
+        self.seed = int(seed)
+        self.epoch = 0
+        self.name = name
+
+    def __len__(self):
+        return len(self.rows)
+
+    def set_epoch(self, epoch: int):
+        """New crops each epoch (deterministic given seed and epoch)."""
+        self.epoch = int(epoch)
+
+    def _read(self, path):
+        import soundfile as sf
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{self.name}: missing audio file {path}")
+        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        if sr != self.sample_rate:
+            raise ValueError(
+                f"{self.name}: {path} has a sample rate of {sr} Hz, "
+                f"expected {self.sample_rate} Hz"
+            )
+        return torch.from_numpy(wav[:, 0].copy())
+
+    def __getitem__(self, idx):
+        row = self.rows[idx]
+        wavs = [self._read(row[c]) for c in self.columns]
+        n = min(w.numel() for w in wavs)
+        if max(w.numel() for w in wavs) - n > self.sample_rate // 100:
+            raise ValueError(
+                f"{self.name}: {row['ID']}: mixture and sources differ in "
+                f"length ({[w.numel() for w in wavs]} samples)"
+            )
+        start = 0
+        if self.segment and n > self.segment:
+            rng = random.Random(
+                (self.seed * 1_000_003 + self.epoch) * 1_000_003 + idx
+            )
+            start = rng.randrange(0, n - self.segment + 1)
+            n = self.segment
+        wavs = [w[start : start + n] for w in wavs]
+        return {
+            "id": row["ID"],
+            "mix": wavs[0],
+            "sources": torch.stack(wavs[1:], dim=-1),
+        }
+
+    @staticmethod
+    def collate(items):
+        """SpeechBrain ``PaddedBatch`` of items."""
+        return PaddedBatch(list(items))
+
+
+# ------------------------------------------------------------------ Brain
+class GPITBrain(DualLossBrain):
+    """Separator training by permutation mode (uPIT-SISDR, PIT-AE, GPIT).
+
+    ``loss_names = ("ae", "sisdr")``: L_AE is the main (downstream) loss,
+    the SI-SDR the auxiliary (signal) one; the engine combines their
+    gradients with ``surgery_rule`` (default :class:`~robust_brain.surgery.
+    Sum`). ``fit_batch`` is the engine's.
+
+    Hparams read:
+
+    * ``mode``: one of :data:`MODES`;
+    * ``ae_loss``: an :class:`EncoderEmbeddingLoss` (needed by PIT-AE and
+      GPIT); kept OUT of ``modules`` (no DDP wrap, not put back in train
+      mode by ``fit``) and re-frozen at every stage start;
+    * ``ae_weight`` (1.0): weight of L_AE;
+    * ``sisdr_weight``: weight of the SI-SDR term in the AE modes (0: L_AE
+      only, the paper's default); in uPIT-SISDR mode the SI-SDR loss has
+      weight 1;
+    * ``valid_ae`` (True): also compute L_AE (GPIT permutation) in
+      validation when ``ae_loss`` is given;
+    * ``train_logger``, ``ckpt_selection`` (``last`` or ``loss``).
+
+    ``modules`` must hold ``separator``: ``(batch, time) -> (batch, time,
+    sources)``. Batches: :meth:`SeparationSet.collate`.
+
+    Example
+    -------
+    >>> from robust_brain.models.separator import MaskingSeparator
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    >>> _ = torch.manual_seed(0)
+    >>> sep = MaskingSeparator(Encoder(16, 8), MaskNet(8, 8, 8, 3, 1, 1, 2),
+    ...     Decoder(in_channels=8, out_channels=1, kernel_size=16, stride=8,
+    ...             bias=False))
+    >>> class Frames(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.proj = torch.nn.Linear(80, 8)
+    ...     def forward(self, wavs, wav_lens=None):
+    ...         return self.proj(wavs.unfold(1, 80, 80))
+    >>> refs = torch.randn(2, 1600, 2)
+    >>> items = [{"id": str(i), "mix": refs[i].sum(-1), "sources": refs[i]}
+    ...          for i in range(2)]
+    >>> loader = torch.utils.data.DataLoader(
+    ...     items, batch_size=2, collate_fn=SeparationSet.collate)
+    >>> brain = GPITBrain(modules={"separator": sep},
+    ...     opt_class=lambda p: torch.optim.Adam(p, lr=1e-3),
+    ...     hparams={"mode": "GPIT", "sisdr_weight": 0.1,
+    ...              "ae_loss": EncoderEmbeddingLoss(Frames(), "frames")})
+    >>> brain.fit(range(2), loader)
+    >>> sorted(k for k in brain.surgery_stats if k.startswith("loss"))
+    ['loss_ae', 'loss_sisdr']
+    >>> brain.ae_loss.encoder.proj.weight.requires_grad
+    False
+    """
+
+    loss_names = ("ae", "sisdr")
+
+    def __init__(
+        self,
+        modules=None,
+        opt_class=None,
+        hparams=None,
+        run_opts=None,
+        checkpointer=None,
+    ):
+        hparams = dict(hparams or {})
+        self.mode = check_mode(hparams.get("mode", "GPIT"))
+        hparams["mode"] = self.mode
+        if hparams.get("surgery_rule") is None:
+            hparams["surgery_rule"] = Sum()
+        self.ae_loss = hparams.get("ae_loss")
+        if self.mode != "uPIT-SISDR" and self.ae_loss is None:
+            raise ValueError(
+                f"mode {self.mode} needs ae_loss (an EncoderEmbeddingLoss)"
+            )
+        self.sisdr_weight = float(hparams.get("sisdr_weight", 0.0) or 0.0)
+        self.ae_weight = float(hparams.get("ae_weight", 1.0))
+        if self.sisdr_weight < 0 or self.ae_weight < 0:
+            raise ValueError("ae_weight and sisdr_weight must be >= 0")
+        if modules is None or "separator" not in modules:
+            raise ValueError("GPITBrain needs modules['separator']")
+        super().__init__(
+            modules=modules,
+            opt_class=opt_class,
+            hparams=hparams,
+            run_opts=run_opts,
+            checkpointer=checkpointer,
+        )
+        self._train_data = None
+        self.train_stats = {}
+        self.last_stats = {}
+
+    # ---------------------------------------------------------- set-up
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """SpeechBrain's loader with the dataset's own ``collate``."""
+        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
+            loader_kwargs["collate_fn"] = dataset.collate
+        if stage == sb.Stage.TRAIN:
+            self._train_data = dataset
+        return super().make_dataloader(
+            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
+        )
+
+    def _freeze_encoder(self):
+        if self.ae_loss is not None:
+            self.ae_loss.to(self.device)
+            self.ae_loss.freeze()
+
+    def on_fit_start(self):
+        """Engine set-up, then the frozen encoder on the device."""
+        super().on_fit_start()
+        self._freeze_encoder()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Re-freeze the encoder (``fit`` puts modules in train mode), pick
+        the epoch's crops, reset the validation sums."""
+        self._freeze_encoder()
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            if hasattr(self._train_data, "set_epoch"):
+                self._train_data.set_epoch(epoch)
+        self._sums = {"si_sdr": 0.0, "si_sdri": 0.0, "ae": 0.0, "n": 0}
+
+    # ---------------------------------------------------------- forward
+    def compute_forward(self, batch, stage):
+        """Separate the mixtures: ``(estimates, references, mixtures,
+        lengths)``."""
+        batch = batch.to(self.device)
+        mix, lens = batch.mix
+        refs, _ = batch.sources
+        est = self.modules.separator(mix, lens)
+        mask = length_mask(lens, est.shape[1]).to(est.dtype)
+        return est * mask.unsqueeze(-1), refs, mix, lens
+
+    def compute_objectives(self, outputs, batch, stage):
+        """Dict of the mode's losses.
+
+        Arguments
+        ---------
+        outputs : tuple
+            From :meth:`compute_forward`.
+        batch : PaddedBatch
+        stage : speechbrain.Stage
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+        """
+        est, refs, mix, lens = outputs
+        # the SI-SDR needs a graph only when it is a loss
+        grad = self.mode == "uPIT-SISDR" or (
+            self.mode == "GPIT" and self.sisdr_weight > 0
+        )
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            sisdr, perms = sisdr_pit(est, refs, lens)
+        losses = {}
+        if self.mode == "uPIT-SISDR":
+            losses["sisdr"] = sisdr.mean()
+        else:
+            if self.mode == "GPIT":
+                ordered = reorder_sources(est, perms)
+                ae = self.ae_loss(ordered, refs, lens)
+            else:  # PIT-AE
+                ae, ae_perms = best_permutations(
+                    self.ae_loss.pairwise(est, refs, lens)
+                )
+                if self.sisdr_weight > 0:
+                    # the SI-SDR term under the AE permutation
+                    ordered = reorder_sources(est, ae_perms)
+                    sisdr = cal_si_snr(
+                        refs.transpose(0, 1).clone(),
+                        ordered.transpose(0, 1).clone(),
+                    )[0].mean(-1)
+            losses["ae"] = self.ae_weight * ae.mean()
+            if self.sisdr_weight > 0:
+                losses["sisdr"] = self.sisdr_weight * sisdr.mean()
+        if stage != sb.Stage.TRAIN:
+            self._track(est, refs, mix, lens, sisdr, perms, losses)
+        return losses
+
+    @torch.no_grad()
+    def _track(self, est, refs, mix, lens, sisdr, perms, losses):
+        """Validation sums: SI-SDR, SI-SDRi and (optionally) L_AE."""
+        c = refs.shape[-1]
+        mixes = mix.unsqueeze(-1).expand(-1, -1, c)
+        mask = length_mask(lens, mix.shape[1]).to(mix.dtype).unsqueeze(-1)
+        base = -cal_si_snr(
+            refs.transpose(0, 1).clone(), (mixes * mask).transpose(0, 1)
+        )[0].mean(-1)
+        s = self._sums
+        s["si_sdr"] += float((-sisdr).sum())
+        s["si_sdri"] += float((-sisdr - base).sum())
+        s["n"] += int(est.shape[0])
+        if "ae" in losses:
+            s["ae"] += float(losses["ae"]) * est.shape[0] / self.ae_weight
+        elif self.ae_loss is not None and getattr(
+            self.hparams, "valid_ae", True
+        ):
+            ae = self.ae_loss(reorder_sources(est, perms), refs, lens)
+            s["ae"] += float(ae.sum())
+
+    # ---------------------------------------------------------- logging
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Epoch statistics (with the engine's summary), checkpointing."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, **self.surgery_summary()}
+            return
+        n = max(self._sums["n"], 1)
+        stats = {
+            "loss": stage_loss,
+            "si_sdr": self._sums["si_sdr"] / n,
+            "si_sdri": self._sums["si_sdri"] / n,
+        }
+        if self.ae_loss is not None and (
+            self.mode != "uPIT-SISDR" or getattr(self.hparams, "valid_ae", True)
+        ):
+            stats["ae"] = self._sums["ae"] / n
+        if stage == sb.Stage.VALID:
+            train_logger = getattr(self.hparams, "train_logger", None)
+            if train_logger is not None:
+                train_logger.log_stats(
+                    stats_meta={"epoch": epoch, "mode": self.mode},
+                    train_stats=self.train_stats,
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                key = self._selection_key()
+                self.checkpointer.save_and_keep_only(
+                    meta=stats, min_keys=[key] if key else []
+                )
+        self.last_stats = stats
+
+    def _selection_key(self):
+        choice = getattr(self.hparams, "ckpt_selection", "last") or "last"
+        if choice not in ("last", "loss"):
+            raise ValueError(f"ckpt_selection must be last or loss: {choice}")
+        return None if choice == "last" else "loss"
+
+    def recover_selected(self):
+        """Load the checkpoint chosen by ``ckpt_selection`` (None if none).
+
+        Returns
+        -------
+        speechbrain.utils.checkpoints.Checkpoint or None
+        """
+        if self.checkpointer is None:
+            return None
+        key = self._selection_key()
+        if key is None:
+            return self.checkpointer.recover_if_possible()
+        return self.checkpointer.recover_if_possible(min_key=key)
+
+
+def train_separator_stage(
+    mode: str,
+    separator: torch.nn.Module,
+    train_set,
+    valid_set,
+    *,
+    folder,
+    epochs: int,
+    opt_class,
+    run_opts=None,
+    ae_loss: EncoderEmbeddingLoss | None = None,
+    ae_weight: float = 1.0,
+    sisdr_weight: float = 0.0,
+    surgery_rule: CombinationRule | None = None,
+    train_loader_kwargs: Mapping | None = None,
+    valid_loader_kwargs: Mapping | None = None,
+    ckpt_selection: str = "last",
+    extra_hparams: Mapping | None = None,
+) -> GPITBrain:
+    """Train one mode in ``folder`` (resumable), then load its selection.
+
+    ``folder`` gets ``save/`` (separator, optimizer, epoch counter, rule
+    state), ``train_log.txt`` and ``surgery_log.csv``. A finished stage
+    only reloads its checkpoint; ``epochs=0`` loads without training
+    (error when there is no checkpoint).
+
+    Arguments
+    ---------
+    mode : str
+        One of :data:`MODES`.
+    separator : torch.nn.Module
+        Trained in place.
+    train_set, valid_set : SeparationSet
+    folder : path-like
+    epochs : int
+    opt_class : callable
+        ``params -> optimizer``.
+    run_opts : dict, optional
+    ae_loss, ae_weight, sisdr_weight, surgery_rule : see :class:`GPITBrain`
+    train_loader_kwargs, valid_loader_kwargs : mapping, optional
+    ckpt_selection : str
+        ``last`` or ``loss``.
+    extra_hparams : mapping, optional
+        More hparams (``max_grad_norm``, ``valid_ae``, ...).
+
+    Returns
+    -------
+    GPITBrain
+    """
+    mode = check_mode(mode)
+    folder = Path(folder)
+    hparams = {
+        "mode": mode,
+        "ae_loss": ae_loss,
+        "ae_weight": ae_weight,
+        "sisdr_weight": sisdr_weight,
+        "surgery_rule": surgery_rule,
+        "shared_modules": ["separator"],
+        "ckpt_selection": ckpt_selection,
+        **(extra_hparams or {}),
+    }
+    brain = fit_stage(
+        GPITBrain,
+        {"separator": separator},
+        folder=folder,
+        epochs=epochs,
+        opt_class=opt_class,
+        train_set=train_set,
+        valid_set=valid_set,
+        hparams=hparams,
+        run_opts=run_opts,
+        train_loader_kwargs=train_loader_kwargs,
+        valid_loader_kwargs=valid_loader_kwargs,
+    )
+    require_checkpoint(brain.recover_selected(), epochs, mode, folder)
+    separator.eval()
+    return brain
+
+
+# -------------------------------------------------------------- evaluation
+class LevelNormalizedSeparator(torch.nn.Module):
+    """A separator whose output streams are scaled to a fixed RMS level
+    (separated outputs have arbitrary scale; the recognisers' log-mel is
+    not scale-invariant). SI-SDR and STOI are unaffected.
+
+    Arguments
+    ---------
+    separator : callable
+        ``(wavs, lengths) -> (batch, time, sources)``.
+    level_dbfs : float, optional
+        RMS level of each output over its valid samples (None: as is).
+
+    Example
+    -------
+    >>> f = LevelNormalizedSeparator(
+    ...     lambda w, n: torch.stack([w, 3 * w], -1), level_dbfs=-20.0)
+    >>> out = f(torch.randn(1, 1000), torch.ones(1))
+    >>> [round(float(out[0, :, k].pow(2).mean().sqrt()), 3) for k in (0, 1)]
+    [0.1, 0.1]
+    """
+
+    def __init__(self, separator, level_dbfs: float | None = -25.0):
+        super().__init__()
+        self.separator = separator
+        self.level_dbfs = level_dbfs
+
+    def forward(self, wavs, lengths):
+        est = self.separator(wavs, lengths)
+        if self.level_dbfs is None:
+            return est
+        mask = length_mask(lengths, est.shape[1]).to(est.dtype).unsqueeze(-1)
+        est = est * mask
+        power = est.pow(2).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
+        gain = 10.0 ** (self.level_dbfs / 20.0) / power.sqrt().clamp_min(1e-8)
+        return est * gain
+
+
+def _rates(rows, system, recogniser):
+    err = ref = 0
+    for r in rows:
+        if r["system"] == system and r["recogniser"] == recogniser:
+            err += int(r["sub"]) + int(r["del"]) + int(r["ins"])
+            ref += int(r["n_ref"])
+    return err / ref if ref else math.nan
+
+
+def gpit_table(
+    rows: Sequence[Mapping],
+    signal_rows: Sequence[Mapping],
+    systems: Sequence[str],
+    baseline: str = "uPIT-SISDR",
+    mix_system: str = "MIX",
+    title: str = "",
+) -> str:
+    """Markdown table: cpWER per recogniser (pooled), its relative change
+    against ``baseline``, SI-SDR, SI-SDRi (vs the mixture), STOI, PESQ.
+
+    Arguments
+    ---------
+    rows : sequence of dict
+        ``EvalResult.rows`` (``system``, ``recogniser``, error counts).
+    signal_rows : sequence of dict
+        ``EvalResult.signal_rows`` (``ID``, ``system``, metrics), with the
+        mixture's rows under ``mix_system`` for SI-SDRi.
+    systems : sequence of str
+        Row order.
+    baseline : str
+        The system the relative cpWER is computed against.
+    mix_system : str
+        Name of the unprocessed mixture in ``signal_rows``.
+    title : str
+        First line.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> rows = [dict(system=s, recogniser="asr", sub=e, ins=0, n_ref=100,
+    ...              **{"del": 0}) for s, e in (("uPIT-SISDR", 50),
+    ...                                          ("GPIT", 40))]
+    >>> sig = [dict(ID="u", system=s, si_sdr=v, stoi=0.8, pesq=1.5)
+    ...        for s, v in (("MIX", 0.0), ("uPIT-SISDR", 8.0),
+    ...                     ("GPIT", 7.5))]
+    >>> table = gpit_table(rows, sig, ["uPIT-SISDR", "GPIT"])
+    >>> table.splitlines()[0].split(" | ")[1:4]
+    ['cpWER asr (%)', 'rel. asr (%)', 'SI-SDR (dB)']
+    >>> print(table.splitlines()[-1])
+    | GPIT | 40.0 | -20.0 | 7.50 | 7.50 | 0.800 | 1.50 |
+    """
+    recs = list(OrderedDict((r["recogniser"], None) for r in rows))
+    mix = {r["ID"]: r for r in signal_rows if r["system"] == mix_system}
+    heads = []
+    for rec in recs:
+        heads += [f"cpWER {rec} (%)", f"rel. {rec} (%)"]
+    heads += ["SI-SDR (dB)", "SI-SDRi (dB)", "STOI", "PESQ"]
+    lines = [title, ""] if title else []
+    lines += [
+        "| " + " | ".join(["system", *heads]) + " |",
+        "|" + "---|" * (1 + len(heads)),
+    ]
+
+    def mean(values):
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    def fmt(x, digits):
+        return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+    for s in systems:
+        cells = []
+        for rec in recs:
+            rate = _rates(rows, s, rec)
+            base = _rates(rows, baseline, rec)
+            rel = 100 * (rate - base) / base if base else math.nan
+            cells += [fmt(100 * rate, 1), fmt(rel, 1)]
+        sig = [r for r in signal_rows if r["system"] == s]
+        si = mean([float(r["si_sdr"]) for r in sig if "si_sdr" in r])
+        sii = mean(
+            [
+                float(r["si_sdr"]) - float(mix[r["ID"]]["si_sdr"])
+                for r in sig
+                if r["ID"] in mix and "si_sdr" in r
+            ]
+        )
+        stoi = mean([float(r["stoi"]) for r in sig if "stoi" in r])
+        pesq = mean([float(r["pesq"]) for r in sig if "pesq" in r])
+        cells += [fmt(si, 2), fmt(sii, 2), fmt(stoi, 3), fmt(pesq, 2)]
+        lines.append("| " + " | ".join([s, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_separators(
+    manifest,
+    separators: Mapping[str, torch.nn.Module],
+    recognisers: Sequence,
+    out_dir,
+    *,
+    data_root=None,
+    output_level_dbfs: float | None = -25.0,
+    max_utterances: int | None = None,
+    cache=None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    signal_metrics: Sequence[str] = ("si_sdr", "stoi", "pesq"),
+    baseline: str = "uPIT-SISDR",
+    title: str = "",
+):
+    """Score separators with (unseen) recognisers on a separation manifest.
+
+    Every separator's output streams are scaled to ``output_level_dbfs``
+    (:class:`LevelNormalizedSeparator`); cpWER against ``s1_wrd``/``s2_wrd``
+    (best speaker-to-stream assignment), SI-SDR / STOI / PESQ against the
+    manifest's ``s<k>_wav`` (streams assigned by SI-SDR); the mixture is
+    scored for signal metrics only (SI-SDRi). Writes the evaluation
+    package's files and ``gpit_table.md`` to ``out_dir``.
+
+    Arguments
+    ---------
+    manifest : path-like
+        Separation manifest.
+    separators : mapping of str to module
+        System name -> separator (table order).
+    recognisers : sequence
+        Recogniser objects or spec strings (``whisper-tiny.en``, ...).
+    out_dir : path-like
+    data_root : path-like, optional
+    output_level_dbfs : float, optional
+    max_utterances : int, optional
+        Keep the first N mixtures.
+    cache : path-like, optional
+        Transcript cache.
+    batch_size : int
+    device : str
+    signal_metrics : sequence of str
+    baseline : str
+        Reference system of the relative cpWER.
+    title : str
+
+    Returns
+    -------
+    (EvalResult, str)
+        The result (separators only) and the markdown table.
+    """
+    from robust_brain.evaluation import evaluate, read_manifest, write_results
+
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(f"no evaluation manifest {manifest}")
+    rows = read_manifest(manifest, data_root)
+    if max_utterances:
+        rows = rows[: int(max_utterances)]
+    systems = OrderedDict()
+    for name, sep in separators.items():
+        sep.eval()
+        systems[name] = LevelNormalizedSeparator(sep, output_level_dbfs).eval()
+    result = evaluate(
+        rows,
+        systems,
+        list(recognisers),
+        cache=cache,
+        signal_metrics=list(signal_metrics),
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
+    mix = evaluate(
+        rows,
+        {"MIX": "mix_wav"},
+        [],
+        signal_metrics=list(signal_metrics),
+        progress=False,
+    )
+    table = gpit_table(
+        result.rows,
+        result.signal_rows + mix.signal_rows,
+        ["MIX", *systems],
+        baseline=baseline if baseline in systems else next(iter(systems)),
+        title=title,
+    )
+    if sb.utils.distributed.if_main_process():
+        result.signal_rows += mix.signal_rows
+        write_results(result, out_dir, header=title)
+        (Path(out_dir) / "gpit_table.md").write_text(table + "\n")
+    return result, table

@@ -1,0 +1,456 @@
+"""GPIT: permutation choice, L_AE properties, frozen-but-differentiable
+encoders (tiny local Wav2Vec2 / Whisper through SpeechBrain's wrappers),
+valid-frame masking, bad input."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import speechbrain as sb
+import torch
+
+from robust_brain import tiny_models as tm
+from robust_brain.evaluation.metrics import si_sdr
+from robust_brain.methods.gpit import (
+    EncoderEmbeddingLoss,
+    GPITBrain,
+    SeparationSet,
+    best_permutations,
+    check_mode,
+    gpit_table,
+    level_normalise,
+    reorder_sources,
+    sisdr_pit,
+)
+from robust_brain.models.separator import build_separator
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch):
+    """Any Hub query (what a non-local ``source`` triggers) fails."""
+    from speechbrain.integrations.huggingface import huggingface as sb_hf
+
+    def _refuse(*args, **kwargs):
+        raise AssertionError(f"Hub queried for {args} {kwargs}")
+
+    monkeypatch.setattr(sb_hf, "model_info", _refuse)
+
+
+def wav2vec2(tmp_path, **kwargs):
+    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+    kwargs.setdefault("freeze", False)
+    return Wav2Vec2(
+        source=str(tm.tiny_model_path("wav2vec2")),
+        save_path=str(tmp_path / "w2v"),
+        freeze_feature_extractor=False,
+        output_norm=False,
+        apply_spec_augment=False,
+        **kwargs,
+    )
+
+
+def whisper(tmp_path):
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    return Whisper(
+        source=str(tm.tiny_model_path("whisper")),
+        save_path=str(tmp_path / "whisper"),
+        sampling_rate=SR,
+        encoder_only=True,
+        freeze=False,
+        freeze_encoder=True,
+    )
+
+
+class Frames(torch.nn.Module):
+    """A toy encoder: a linear map of 80-sample frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(80, 8)
+
+    def forward(self, wavs, wav_lens=None):
+        return self.proj(wavs.unfold(1, 80, 80))
+
+
+def tiny_separator():
+    torch.manual_seed(0)
+    return build_separator(
+        "sepformer",
+        filters=8,
+        chunk_size=20,
+        num_blocks=1,
+        intra_layers=1,
+        inter_layers=1,
+        nhead=2,
+        d_ffn=16,
+    )
+
+
+# ------------------------------------------------------------ permutations
+@pytest.mark.parametrize("seed", range(5))
+def test_sisdr_pit_matches_brute_force_numpy_si_sdr(seed):
+    """SpeechBrain's PitWrapper permutation = the brute-force best mean
+    SI-SDR of an independent (numpy) implementation."""
+    g = torch.Generator().manual_seed(seed)
+    refs = torch.randn(3, 1600, 2, generator=g)
+    mix = torch.rand(3, 2, 2, generator=g)
+    est = refs @ mix + 0.3 * torch.randn(3, 1600, 2, generator=g)
+    loss, perms = sisdr_pit(est, refs)
+    for b in range(3):
+        best = max(
+            itertools.permutations(range(2)),
+            key=lambda p: np.mean(
+                [
+                    si_sdr(refs[b, :, c].numpy(), est[b, :, p[c]].numpy())
+                    for c in range(2)
+                ]
+            ),
+        )
+        assert perms[b] == best
+        score = np.mean(
+            [
+                si_sdr(refs[b, :, c].numpy(), est[b, :, best[c]].numpy())
+                for c in range(2)
+            ]
+        )
+        assert float(-loss[b]) == pytest.approx(score, abs=1e-3)
+
+
+class SpyAE(torch.nn.Module):
+    """An L_AE stand-in that records what it is given and whose pairwise
+    matrix prefers the IDENTITY assignment, whatever the signals."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.encoder = torch.nn.Linear(1, 1)
+
+    def freeze(self):
+        self.encoder.requires_grad_(False).eval()
+        return self
+
+    def forward(self, est, refs, lengths=None):
+        self.seen.append(est.detach().clone())
+        return (est - refs).pow(2).mean((1, 2)) * 0 + est.mean((1, 2))
+
+    def pairwise(self, est, refs, lengths=None):
+        b, _, c = est.shape
+        table = torch.tensor([[0.0, 5.0], [5.0, 0.0]])
+        return table.expand(b, c, c) + 0 * est.sum()
+
+
+def _objectives(mode, est, refs):
+    ae = SpyAE()
+    brain = GPITBrain(
+        modules={"separator": torch.nn.Identity()},
+        hparams={"mode": mode, "ae_loss": ae},
+    )
+    lens = torch.ones(est.shape[0])
+    mix = refs.sum(-1)
+    losses = brain.compute_objectives(
+        (est, refs, mix, lens), None, stage=sb.Stage.TRAIN
+    )
+    return ae, losses
+
+
+def test_gpit_uses_the_sisdr_permutation_not_the_embedding_one():
+    torch.manual_seed(1)
+    refs = torch.randn(2, 1600, 2)
+    # estimate 0 is source 1 and vice versa (SI-SDR says "swap"), while the
+    # spy's embedding distances prefer the identity
+    est = refs[..., [1, 0]] + 0.05 * torch.randn(2, 1600, 2)
+    ae, losses = _objectives("GPIT", est, refs)
+    assert set(losses) == {"ae"}
+    (seen,) = ae.seen
+    assert torch.equal(seen, est[..., [1, 0]])  # reordered by SI-SDR
+    _, perms = sisdr_pit(est, refs)
+    assert perms == [(1, 0), (1, 0)]
+
+
+def test_pit_ae_uses_the_embedding_permutation():
+    torch.manual_seed(1)
+    refs = torch.randn(2, 1600, 2)
+    est = refs[..., [1, 0]] + 0.05 * torch.randn(2, 1600, 2)
+    ae, losses = _objectives("PIT-AE", est, refs)
+    assert set(losses) == {"ae"}
+    assert not ae.seen  # PIT-AE goes through pairwise()
+    assert float(losses["ae"]) == 0.0  # the identity's cost in the table
+
+
+def test_upit_mode_is_the_sisdr_loss():
+    torch.manual_seed(2)
+    refs = torch.randn(2, 1600, 2)
+    est = refs[..., [1, 0]] + 0.1 * torch.randn(2, 1600, 2)
+    brain = GPITBrain(
+        modules={"separator": torch.nn.Identity()},
+        hparams={"mode": "uPIT-SISDR"},
+    )
+    losses = brain.compute_objectives(
+        (est, refs, refs.sum(-1), torch.ones(2)), None, sb.Stage.TRAIN
+    )
+    from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
+
+    expected = get_si_snr_with_pitwrapper(refs, est).mean()
+    assert set(losses) == {"sisdr"}
+    assert float(losses["sisdr"]) == pytest.approx(float(expected), abs=1e-4)
+    assert float(losses["sisdr"]) < -15  # -SI-SDR in dB: ~20 dB here
+
+
+def test_best_permutations_and_reorder_numbers():
+    d = torch.tensor([[[1.0, 4.0], [3.0, 2.0]], [[6.0, 1.0], [1.0, 6.0]]])
+    loss, perms = best_permutations(d)
+    assert perms == [(0, 1), (1, 0)]
+    assert loss.tolist() == [1.5, 1.0]
+    x = torch.arange(6.0).view(1, 3, 2)
+    assert reorder_sources(x, [(1, 0)])[0, :, 0].tolist() == [1.0, 3.0, 5.0]
+
+
+# -------------------------------------------------------------- L_AE values
+def test_l_ae_is_zero_for_identical_inputs_wav2vec2(tmp_path):
+    ae = EncoderEmbeddingLoss(wav2vec2(tmp_path)).freeze()
+    assert ae.kind == "ssl"
+    torch.manual_seed(0)
+    refs = torch.randn(2, SR, 2) * 0.1
+    lens = torch.tensor([1.0, 0.7])
+    assert ae(refs, refs, lens).abs().max().item() == 0.0
+    assert ae.pairwise(refs, refs, lens).diagonal(0, 1, 2).abs().max() == 0
+    # a different estimate gives a positive loss
+    other = refs + 0.1 * torch.randn_like(refs)
+    assert (ae(other, refs, lens) > 1e-4).all()
+
+
+def test_l_ae_is_zero_for_identical_inputs_whisper(tmp_path):
+    ae = EncoderEmbeddingLoss(whisper(tmp_path)).freeze()
+    assert ae.kind == "whisper" and ae.joint_batch
+    torch.manual_seed(0)
+    refs = torch.randn(1, SR // 2, 2) * 0.1
+    assert ae(refs, refs).abs().max().item() == 0.0
+
+
+def test_l_ae_is_invariant_to_the_level_of_the_estimate():
+    ae = EncoderEmbeddingLoss(Frames(), kind="frames").freeze()
+    torch.manual_seed(0)
+    refs = torch.randn(2, 800, 2)
+    est = refs + 0.3 * torch.randn(2, 800, 2)
+    a = ae(est, refs)
+    b = ae(7.5 * est, 0.2 * refs)
+    assert torch.allclose(a, b, rtol=1e-4)
+    assert (
+        level_normalise(est[..., 0]).pow(2).mean(-1).sub(1).abs().max() < 1e-4
+    )
+
+
+@pytest.mark.parametrize("distance", ["mse", "l1", "cosine"])
+def test_distances_zero_on_identity_positive_otherwise(distance):
+    ae = EncoderEmbeddingLoss(Frames(), "frames", distance=distance).freeze()
+    torch.manual_seed(3)
+    refs = torch.randn(2, 800, 2)
+    assert ae(refs, refs).abs().max() < 1e-6
+    assert (ae(torch.randn(2, 800, 2), refs) > 1e-3).all()
+
+
+# ------------------------------------------- frozen but differentiable
+def test_gradient_reaches_separator_not_encoder(tmp_path):
+    enc = wav2vec2(tmp_path)
+    ae = EncoderEmbeddingLoss(enc).freeze()
+    sep = tiny_separator()
+    torch.manual_seed(0)
+    refs = torch.randn(2, 8000, 2) * 0.1
+    est = sep(refs.sum(-1))
+    loss = ae(est, refs, torch.tensor([1.0, 0.8])).mean()
+    loss.backward()
+    grads = [p.grad for p in sep.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in enc.parameters())
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_gradient_reaches_separator_through_whisper(tmp_path):
+    ae = EncoderEmbeddingLoss(whisper(tmp_path)).freeze()
+    sep = tiny_separator()
+    torch.manual_seed(0)
+    refs = torch.randn(1, 4000, 2) * 0.1
+    ae(sep(refs.sum(-1)), refs).mean().backward()
+    assert sum(float(p.grad.abs().sum()) for p in sep.parameters()) > 0
+    assert all(p.grad is None for p in ae.encoder.parameters())
+
+
+def test_freeze_true_wrapper_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="freeze=True"):
+        EncoderEmbeddingLoss(wav2vec2(tmp_path, freeze=True))
+
+
+def test_brain_keeps_the_encoder_frozen_in_eval_mode(tmp_path):
+    enc = wav2vec2(tmp_path)
+    ae = EncoderEmbeddingLoss(enc)
+    enc.train()
+    sep = tiny_separator()
+    torch.manual_seed(0)
+    refs = torch.randn(2, 4000, 2) * 0.1
+    items = [
+        {"id": str(i), "mix": refs[i].sum(-1), "sources": refs[i]}
+        for i in range(2)
+    ]
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=2, collate_fn=SeparationSet.collate
+    )
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    sep_before = [p.detach().clone() for p in sep.parameters()]
+    brain = GPITBrain(
+        modules={"separator": sep},
+        opt_class=lambda p: torch.optim.Adam(p, lr=1e-2),
+        hparams={"mode": "GPIT", "ae_loss": ae},
+        run_opts={"device": "cpu"},
+    )
+    brain.fit(range(2), loader, loader)
+    assert not enc.training and not enc.model.training
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(sep_before, sep.parameters(), strict=True)
+    )
+    assert brain.optimizer_step == 2
+    assert brain.last_stats["ae"] > 0
+
+
+def test_gpit_with_sisdr_term_and_a_surgery_rule():
+    from robust_brain.surgery import make_rule
+
+    sep = tiny_separator()
+    torch.manual_seed(0)
+    refs = torch.randn(2, 1600, 2)
+    items = [
+        {"id": str(i), "mix": refs[i].sum(-1), "sources": refs[i]}
+        for i in range(2)
+    ]
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=2, collate_fn=SeparationSet.collate
+    )
+    brain = GPITBrain(
+        modules={"separator": sep},
+        opt_class=lambda p: torch.optim.Adam(p, lr=1e-3),
+        hparams={
+            "mode": "GPIT",
+            "sisdr_weight": 0.5,
+            "ae_loss": EncoderEmbeddingLoss(Frames(), "frames"),
+            "surgery_rule": make_rule("pcgrad"),
+        },
+        run_opts={"device": "cpu"},
+    )
+    brain.fit(range(1), loader)
+    stats = brain.surgery_stats
+    assert {"loss_ae", "loss_sisdr", "cos", "gnorm_ae"} <= set(stats)
+    assert math.isfinite(stats["cos"])
+
+
+# --------------------------------------------------------- frame masking
+def test_frame_counts_follow_each_encoder(tmp_path):
+    w2v = EncoderEmbeddingLoss(wav2vec2(tmp_path))
+    mask = w2v.frame_mask(torch.tensor([1.0, 0.5]), SR, 49)
+    assert mask.sum(-1).tolist() == [49.0, 24.0]  # floor((N-400)/320)+1
+    wsp = EncoderEmbeddingLoss(whisper(tmp_path))
+    mask = wsp.frame_mask(torch.tensor([1.0, 0.5]), SR, 1500)
+    assert mask.sum(-1).tolist() == [50.0, 25.0]  # ceil(N / 320) of 1500
+
+
+def test_padding_of_the_estimate_is_ignored(tmp_path):
+    """What the separator writes beyond an utterance's length (batch
+    padding, and Whisper's 30 s padding) changes neither L_AE nor its
+    gradient."""
+    ae = EncoderEmbeddingLoss(whisper(tmp_path)).freeze()
+    torch.manual_seed(0)
+    refs = torch.randn(2, 8000, 2) * 0.1
+    refs[1, 4000:] = 0
+    lens = torch.tensor([1.0, 0.5])
+    est = refs + 0.05 * torch.randn_like(refs)
+    junk = est.clone()
+    junk[1, 4000:] = torch.randn(4000, 2)
+    junk.requires_grad_()
+    a = ae(est, refs, lens)
+    b = ae(junk, refs, lens)
+    assert torch.allclose(a, b, atol=1e-6)
+    b.sum().backward()
+    assert junk.grad[1, 4000:].abs().max() == 0
+    assert junk.grad[1, :4000].abs().max() > 0
+
+
+def test_whisper_loss_compares_only_valid_frames(tmp_path):
+    """With the mask, L_AE is a mean over the valid frames: a difference
+    confined to the input changes it by the same amount whatever the
+    (constant) padding frames are; without it, the 1475 padding frames of
+    a 0.5 s input would dilute it ~60x."""
+    ae = EncoderEmbeddingLoss(whisper(tmp_path)).freeze()
+    torch.manual_seed(0)
+    refs = torch.randn(1, SR // 2, 2) * 0.1
+    est = refs + 0.1 * torch.randn_like(refs)
+    feats, mask = ae.embed(est[..., 0], torch.ones(1))
+    assert mask.sum().item() == 25
+    full = (feats[0] - ae.embed(refs[..., 0], torch.ones(1))[0][0]) ** 2
+    per_frame = full.mean(-1)[0]
+    masked = per_frame[:25].mean()
+    unmasked = per_frame.mean()
+    assert masked > 5 * unmasked
+
+
+# ------------------------------------------------------------- bad input
+def test_unknown_mode_and_options_are_named():
+    with pytest.raises(ValueError, match="unknown permutation mode 'PIT'"):
+        check_mode("PIT")
+    with pytest.raises(ValueError, match="'PIT'"):
+        GPITBrain(
+            modules={"separator": torch.nn.Identity()},
+            hparams={"mode": "PIT"},
+        )
+    with pytest.raises(ValueError, match="needs ae_loss"):
+        GPITBrain(
+            modules={"separator": torch.nn.Identity()},
+            hparams={"mode": "GPIT"},
+        )
+    with pytest.raises(ValueError, match="unknown L_AE distance 'kl'"):
+        EncoderEmbeddingLoss(Frames(), distance="kl")
+    with pytest.raises(ValueError, match="unknown L_AE normalisation"):
+        EncoderEmbeddingLoss(Frames(), normalisation="loud")
+
+
+def test_separation_set_names_missing_files(tmp_path):
+    import soundfile as sf
+
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        SeparationSet(tmp_path / "nothing.csv")
+    sf.write(tmp_path / "mix.wav", np.zeros(1600), SR)
+    sf.write(tmp_path / "s1.wav", np.zeros(1600), SR)
+    (tmp_path / "m.csv").write_text(
+        "ID,duration,mix_wav,s1_wav,s2_wav\n"
+        "u1,0.1,$data_root/mix.wav,$data_root/s1.wav,$data_root/s2.wav\n"
+    )
+    data = SeparationSet(tmp_path / "m.csv")
+    with pytest.raises(FileNotFoundError, match="s2.wav"):
+        data[0]
+    (tmp_path / "n.csv").write_text("ID,duration,mix_wav,s1_wav\nu,1,a,b\n")
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['s2_wav'\]"):
+        SeparationSet(tmp_path / "n.csv")
+
+
+def test_gpit_table_relative_cpwer():
+    rows = []
+    for system, errors in (("uPIT-SISDR", 40), ("GPIT", 30)):
+        for rec in ("a", "b"):
+            rows.append(
+                {
+                    "system": system,
+                    "recogniser": rec,
+                    "sub": errors,
+                    "del": 0,
+                    "ins": 0,
+                    "n_ref": 100,
+                }
+            )
+    table = gpit_table(rows, [], ["uPIT-SISDR", "GPIT"])
+    last = table.splitlines()[-1]
+    assert last.startswith("| GPIT | 30.0 | -25.0 | 30.0 | -25.0 |")
