@@ -123,34 +123,87 @@ def baseline(data, out, max_per_condition):
     return "\n\n".join(tables)
 
 
-#: the CPU-sized D4AM run of the README's table (a GPU runs the defaults of
-#: hparams/d4am_mini.yaml on the whole corpus): 800 transcribed and 200
-#: speech-only training utterances, 60 validation pairs, 20 test utterances
-#: of each of 9 conditions
-D4AM_CPU_OVERRIDES = (
-    "--train_max_utterances=800",
-    "--speech_only_max_utterances=200",
-    "--valid_max_utterances=60",
-    "--eval_sets=[test]",
-    "--eval_max_utterances=180",
-    "--eval_conditions=[clean,white_0dB,white_5dB,pink_0dB,pink_5dB,"
-    "brown_0dB,brown_5dB,babble_0dB,babble_5dB]",
-)
+#: the method recipes of the main job: script, hparams, corpora (hparam ->
+#: folder under --data), default seed and the CPU-sized overrides of the
+#: README's tables (a GPU runs the recipe defaults on the whole corpus)
+RECIPES = {
+    # 800 transcribed + 200 speech-only training utterances, 60 validation
+    # pairs, 20 test utterances of each of 9 conditions
+    "d4am": (
+        "recipes/MiniNoisy/train_d4am.py",
+        "hparams/d4am_mini.yaml",
+        {"data_folder": "MiniNoisy"},
+        1986,
+        (
+            "--train_max_utterances=800",
+            "--speech_only_max_utterances=200",
+            "--valid_max_utterances=60",
+            "--eval_sets=[test]",
+            "--eval_max_utterances=180",
+            "--eval_conditions=[clean,white_0dB,white_5dB,pink_0dB,pink_5dB,"
+            "brown_0dB,brown_5dB,babble_0dB,babble_5dB]",
+        ),
+    ),
+    # 800 training pairs, ASR 5 epochs, SE 1, joint 1 epoch (100 steps) per
+    # rule, 10 test utterances of each of 6 noisy conditions
+    "gr": (
+        "recipes/MiniNoisy/train_gr.py",
+        "hparams/gr_mini.yaml",
+        {"data_folder": "MiniNoisy"},
+        2023,
+        (
+            "--train_max_utterances=800",
+            "--valid_max_utterances=60",
+            "--asr_epochs=5",
+            "--se_epochs=1",
+            "--joint_epochs=1",
+            "--eval_max_utterances=60",
+            "--eval_conditions=[white_0dB,pink_0dB,brown_0dB,babble_0dB,"
+            "babble_5dB,reverb_babble_5dB]",
+        ),
+    ),
+    # all five systems, 600 distillation utterances, 4 epochs each,
+    # 20 test utterances per condition
+    "distill": (
+        "recipes/MiniNoisy/distill.py",
+        "hparams/cdm_dat_mini.yaml",
+        {"data_folder": "MiniNoisy"},
+        1986,
+        (
+            "--systems=[plain,robustdistiller,cdm1,cdm2,cdm2_dat]",
+            "--distill_max_utterances=600",
+            "--distill_epochs=4",
+            "--max_train_samples=40000",
+            "--eval_max_per_condition=20",
+        ),
+    ),
+    # hparams/gpit_mini.yaml is CPU-sized already: CTC encoder on MiniNoisy,
+    # SepFormer (94.5 k) pre-training, three fine-tunes of 200 steps, the
+    # first 30 test mixtures
+    "gpit": (
+        "recipes/WHAMR/train_gpit.py",
+        "hparams/gpit_mini.yaml",
+        {"data_folder": "MiniWHAMR", "encoder_data_folder": "MiniNoisy"},
+        1234,
+        (),
+    ),
+}
 
 
-def d4am(data, out, device, seeds):
-    """D4AM on MiniNoisy: proxy -> INIT -> CLSO/GCLB/SRPR/GRID/D4AM ->
-    table by the unseen recognisers (one run per seed)."""
-    extra = D4AM_CPU_OVERRIDES if device == "cpu" else ()
+def recipe(name, data, out, device, seeds=None):
+    """Run one method recipe of :data:`RECIPES` per seed (a finished run,
+    whose ``results.md`` exists, is read back) and return its tables."""
+    script, hparams, corpora, default_seed, cpu_overrides = RECIPES[name]
+    extra = cpu_overrides if device == "cpu" else ()
     tables = []
-    for seed in seeds:
-        folder = out / "d4am" / str(seed)
+    for seed in seeds or [default_seed]:
+        folder = out / name / str(seed)
         if not (folder / "results.md").exists():
             cmd = [
                 sys.executable,
-                str(ROOT / "recipes/MiniNoisy/train_d4am.py"),
-                str(ROOT / "hparams/d4am_mini.yaml"),
-                f"--data_folder={data / 'MiniNoisy'}",
+                str(ROOT / script),
+                str(ROOT / hparams),
+                *(f"--{key}={data / sub}" for key, sub in corpora.items()),
                 f"--output_folder={folder}",
                 f"--seed={seed}",
                 f"--device={device}",
@@ -170,8 +223,14 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--corpus_seed", type=int, default=1234)
     parser.add_argument("--max_per_condition", type=int, default=10)
-    parser.add_argument("--d4am_seeds", type=int, nargs="+", default=[1986])
-    steps = ["template", "corpus", "baseline", "d4am"]
+    parser.add_argument(
+        "--method_seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the method recipes (default: each recipe's own)",
+    )
+    steps = ["template", "corpus", "baseline", *RECIPES]
     parser.add_argument("--steps", nargs="+", default=steps, choices=steps)
     args = parser.parse_args(argv)
     device = args.device
@@ -185,8 +244,11 @@ def main(argv=None):
         corpus(args.data, args.corpus_seed)
     if "baseline" in args.steps:
         tables.append(baseline(args.data, args.out, args.max_per_condition))
-    if "d4am" in args.steps:
-        tables.append(d4am(args.data, args.out, device, args.d4am_seeds))
+    for name in RECIPES:
+        if name in args.steps:
+            tables.append(
+                recipe(name, args.data, args.out, device, args.method_seeds)
+            )
     report = "\n\n".join(tables)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(report + "\n")

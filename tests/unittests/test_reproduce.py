@@ -32,7 +32,9 @@ def test_d4am_cpu_run_uses_the_reduced_overrides_and_resumes(
 ):
     calls = []
     monkeypatch.setattr(reproduce.subprocess, "run", fake_recipe(calls))
-    text = reproduce.d4am(tmp_path / "data", tmp_path / "out", "cpu", [1, 2])
+    cpu_overrides = reproduce.RECIPES["d4am"][-1]
+    data, out = tmp_path / "data", tmp_path / "out"
+    text = reproduce.recipe("d4am", data, out, "cpu", [1, 2])
     assert text == "| table seed 1 |\n\n| table seed 2 |"
     assert len(calls) == 2
     for cmd in calls:
@@ -40,16 +42,29 @@ def test_d4am_cpu_run_uses_the_reduced_overrides_and_resumes(
         assert cmd[2].endswith("hparams/d4am_mini.yaml")
         assert f"--data_folder={tmp_path / 'data' / 'MiniNoisy'}" in cmd
         assert "--device=cpu" in cmd
-        for flag in reproduce.D4AM_CPU_OVERRIDES:
+        for flag in cpu_overrides:
             assert flag in cmd
     # a finished seed is read back, not trained again
-    reproduce.d4am(tmp_path / "data", tmp_path / "out", "cpu", [1, 2])
+    reproduce.recipe("d4am", data, out, "cpu", [1, 2])
     assert len(calls) == 2
 
 
-def test_d4am_gpu_run_uses_the_recipe_defaults(tmp_path, monkeypatch):
+def test_gpu_run_uses_the_recipe_defaults(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(reproduce.subprocess, "run", fake_recipe(calls))
-    reproduce.d4am(tmp_path / "data", tmp_path / "out", "cuda", [3])
+    reproduce.recipe("gr", tmp_path / "data", tmp_path / "out", "cuda", [3])
     assert "--device=cuda" in calls[0]
-    assert not set(reproduce.D4AM_CPU_OVERRIDES) & set(calls[0])
+    assert not set(reproduce.RECIPES["gr"][-1]) & set(calls[0])
+
+
+def test_default_seed_is_the_recipe_seed(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(reproduce.subprocess, "run", fake_recipe(calls))
+    reproduce.recipe("distill", tmp_path / "data", tmp_path / "out", "cpu")
+    assert "--seed=1986" in calls[0]
+    assert (tmp_path / "out" / "distill" / "1986" / "results.md").exists()
+
+
+def test_every_recipe_and_hparams_file_exists():
+    for script, hparams, *_ in reproduce.RECIPES.values():
+        assert (ROOT / script).exists() and (ROOT / hparams).exists()
