@@ -1042,9 +1042,9 @@ def enhancer_stage_from_hparams(
 ) -> D4AMBrain:
     """:func:`train_enhancer_stage` configured by a recipe's hparams.
 
-    Reads ``seed``, ``save_folder``, ``init_epochs`` / ``init_opt_class``
-    (INIT) or ``mode_epochs`` / ``opt_class`` (the other modes),
-    ``regression_loss``, ``reg_stream_weight``, ``langevin``,
+    Reads ``seed``, ``save_folder``, ``init_epochs`` / ``init_opt_class`` /
+    ``init_regression_loss`` (INIT) or ``mode_epochs`` / ``opt_class`` /
+    ``regression_loss`` (the other modes), ``reg_stream_weight``, ``langevin``,
     ``langevin_num_samples``, ``srpr_init``, ``srpr_beta``,
     ``srpr_window``, ``ckpt_selection``, ``max_grad_norm`` and
     ``grad_accumulation_factor``; the stage lives in
@@ -1087,8 +1087,10 @@ def enhancer_stage_from_hparams(
     )
     if init:
         epochs, opt_class = hparams["init_epochs"], hparams["init_opt_class"]
+        regression_loss = hparams["init_regression_loss"]
     else:
         epochs, opt_class = hparams["mode_epochs"], hparams["opt_class"]
+        regression_loss = hparams["regression_loss"]
     return train_enhancer_stage(
         mode,
         enhancer,
@@ -1100,7 +1102,7 @@ def enhancer_stage_from_hparams(
         run_opts=run_opts,
         proxy=None if init else proxy,
         tokenizer=tokenizer,
-        regression_loss=hparams["regression_loss"],
+        regression_loss=regression_loss,
         reg_stream_weight=hparams["reg_stream_weight"],
         surgery_rule=rule,
         train_loader_kwargs=loader_kwargs(True),

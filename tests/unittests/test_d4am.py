@@ -537,3 +537,51 @@ def test_surgery_modes_equal_their_formula(mode, data):
     assert brain.surgery_stats["alpha_gclb"] == pytest.approx(
         alpha_gclb, rel=1e-4, abs=1e-7
     )
+
+
+def test_init_stage_uses_init_regression_loss(monkeypatch, tmp_path):
+    """INIT pre-trains with ``init_regression_loss``; the modes fine-tune
+    with ``regression_loss`` (and their own epochs / optimizer)."""
+    from robust_brain.methods import d4am
+
+    seen = {}
+
+    def fake_stage(mode, enhancer, train_set, valid_set, **kw):
+        seen[mode] = kw
+        return None
+
+    monkeypatch.setattr(d4am, "train_enhancer_stage", fake_stage)
+    monkeypatch.setattr(d4am, "make_train_set", lambda *a, **k: None)
+    init_loss, mode_loss = object(), object()
+    hparams = {
+        "seed": 1,
+        "save_folder": str(tmp_path),
+        "init_epochs": 7,
+        "init_opt_class": "init-opt",
+        "init_regression_loss": init_loss,
+        "mode_epochs": 2,
+        "opt_class": "mode-opt",
+        "regression_loss": mode_loss,
+        "reg_stream_weight": 0.5,
+        "langevin": False,
+        "langevin_num_samples": 10,
+        "srpr_init": 1.0,
+        "srpr_beta": 0.05,
+        "srpr_window": 8,
+        "ckpt_selection": "last",
+        "max_grad_norm": 1.0,
+        "grad_accumulation_factor": 1,
+    }
+    data = {"asr": None, "se": None, "valid": None}
+    for mode in ("INIT", "D4AM"):
+        d4am.enhancer_stage_from_hparams(
+            hparams, {}, data, mode, mode, None, "proxy", "tok", lambda s: {}
+        )
+    assert seen["INIT"]["regression_loss"] is init_loss
+    assert seen["INIT"]["epochs"] == 7
+    assert seen["INIT"]["opt_class"] == "init-opt"
+    assert seen["INIT"]["proxy"] is None
+    assert seen["D4AM"]["regression_loss"] is mode_loss
+    assert seen["D4AM"]["epochs"] == 2
+    assert seen["D4AM"]["proxy"] == "proxy"
+    assert seen["D4AM"]["folder"] == tmp_path / "D4AM"
