@@ -23,7 +23,7 @@ import speechbrain as sb
 
 from robust_brain.brain import DualLossBrain
 
-__all__ = ["fit_stage", "require_checkpoint"]
+__all__ = ["SelectedCheckpoint", "fit_stage", "require_checkpoint"]
 
 
 def fit_stage(
@@ -164,3 +164,69 @@ def require_checkpoint(recovered, epochs: int, name: str, folder) -> None:
             f"{name}: no checkpoint in {Path(folder) / 'save'} (train the "
             "stage first)"
         )
+
+
+class SelectedCheckpoint:
+    """Brain mixin: the hparam ``ckpt_selection`` picks the checkpoint kept
+    at each validation and reloaded afterwards: ``last``, or the lowest
+    validation value of one of :attr:`selection_keys` (``loss`` when the
+    stats lack the chosen key, e.g. no WER without a recogniser).
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> class B(SelectedCheckpoint):
+    ...     selection_keys = ("loss", "WER")
+    ...     def __init__(self, choice):
+    ...         self.hparams = SimpleNamespace(ckpt_selection=choice)
+    ...         self.checkpointer = None
+    >>> B("last").selection_key(), B("WER").selection_key({"WER": 3.0})
+    (None, 'WER')
+    >>> B("WER").selection_key({"loss": 1.0})
+    'loss'
+    >>> B("SI-SDR").selection_key()
+    Traceback (most recent call last):
+    ...
+    ValueError: ckpt_selection must be one of ('last', 'loss', 'WER'): 'SI-SDR'
+    """
+
+    #: validation statistics a checkpoint may be selected by
+    selection_keys: tuple[str, ...] = ("loss",)
+
+    def selection_key(self, stats=None) -> str | None:
+        """The ``min_key`` of the selected checkpoint (None: the last)."""
+        choice = getattr(self.hparams, "ckpt_selection", "last") or "last"
+        allowed = ("last", *self.selection_keys)
+        if choice not in allowed:
+            raise ValueError(
+                f"ckpt_selection must be one of {allowed}: {choice!r}"
+            )
+        if choice == "last":
+            return None
+        if stats is not None and choice not in stats:
+            return "loss"
+        return choice
+
+    def save_selected(self, stats) -> None:
+        """Save an end-of-validation checkpoint, keeping the last one and
+        the best one by :meth:`selection_key`."""
+        if self.checkpointer is not None:
+            key = self.selection_key(stats)
+            self.checkpointer.save_and_keep_only(
+                meta=stats, min_keys=[key] if key else []
+            )
+
+    def recover_selected(self):
+        """Load the checkpoint chosen by ``ckpt_selection``.
+
+        Returns
+        -------
+        speechbrain.utils.checkpoints.Checkpoint or None
+            None when there is no checkpoint.
+        """
+        if self.checkpointer is None:
+            return None
+        key = self.selection_key()
+        if key is None:
+            return self.checkpointer.recover_if_possible()
+        return self.checkpointer.recover_if_possible(min_key=key)

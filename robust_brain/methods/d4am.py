@@ -51,7 +51,11 @@ import torch
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.streams import PairedStreams
 from robust_brain.models.asr import freeze
-from robust_brain.stages import fit_stage, require_checkpoint
+from robust_brain.stages import (
+    SelectedCheckpoint,
+    fit_stage,
+    require_checkpoint,
+)
 from robust_brain.surgery import CombinationRule, Sum, make_rule
 
 logger = logging.getLogger(__name__)
@@ -192,7 +196,7 @@ def make_train_set(mode: str, asr_stream, se_stream, seed: int = 0):
     return PairedStreams(asr_stream, se_stream if uses_reg else None, seed)
 
 
-class D4AMBrain(DualLossBrain):
+class D4AMBrain(SelectedCheckpoint, DualLossBrain):
     """D4AM's enhancer training (every mode), on :class:`DualLossBrain`.
 
     Hparams read:
@@ -219,6 +223,8 @@ class D4AMBrain(DualLossBrain):
     """
 
     loss_names = ("cls", "reg")
+
+    selection_keys = ("loss", "WER")
 
     def __init__(
         self,
@@ -375,26 +381,13 @@ class D4AMBrain(DualLossBrain):
                     train_stats=self.train_stats,
                     valid_stats=stats,
                 )
-            if self.checkpointer is not None:
-                key = self._selection_key(stats)
-                self.checkpointer.save_and_keep_only(
-                    meta=stats, min_keys=[key] if key else []
-                )
+            self.save_selected(stats)
         self.last_stats = stats
 
-    def _selection_key(self, stats=None):
-        choice = getattr(self.hparams, "ckpt_selection", "last") or "last"
-        if choice == "last":
-            return None
-        if choice not in ("loss", "WER"):
-            raise ValueError(
-                f"ckpt_selection must be last, loss or WER: {choice}"
-            )
-        if choice == "WER" and (stats is not None and "WER" not in stats):
-            return "loss"
-        if choice == "WER" and not self.uses_proxy:
-            return "loss"
-        return choice
+    def selection_key(self, stats=None):
+        """WER needs the proxy: without one (INIT), select by loss."""
+        key = super().selection_key(stats)
+        return "loss" if key == "WER" and not self.uses_proxy else key
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Evaluate the checkpoint chosen by ``ckpt_selection`` (unless a
@@ -403,21 +396,6 @@ class D4AMBrain(DualLossBrain):
             self.recover_selected()
         else:
             super().on_evaluate_start(max_key=max_key, min_key=min_key)
-
-    def recover_selected(self):
-        """Load the checkpoint chosen by ``ckpt_selection``.
-
-        Returns
-        -------
-        speechbrain.utils.checkpoints.Checkpoint or None
-            None when there is no checkpoint.
-        """
-        if self.checkpointer is None:
-            return None
-        key = self._selection_key()
-        if key is None:
-            return self.checkpointer.recover_if_possible()
-        return self.checkpointer.recover_if_possible(min_key=key)
 
 
 class LevelNormalizedEnhancer(torch.nn.Module):

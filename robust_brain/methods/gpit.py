@@ -60,7 +60,11 @@ from speechbrain.nnet.losses import PitWrapper, cal_si_snr
 
 from robust_brain.brain import DualLossBrain
 from robust_brain.models.asr import freeze
-from robust_brain.stages import fit_stage, require_checkpoint
+from robust_brain.stages import (
+    SelectedCheckpoint,
+    fit_stage,
+    require_checkpoint,
+)
 from robust_brain.surgery import CombinationRule, Sum
 
 logger = logging.getLogger(__name__)
@@ -717,7 +721,7 @@ class SeparationSet(torch.utils.data.Dataset):
 
 
 # ------------------------------------------------------------------ Brain
-class GPITBrain(DualLossBrain):
+class GPITBrain(SelectedCheckpoint, DualLossBrain):
     """Separator training by permutation mode (uPIT-SISDR, PIT-AE, GPIT).
 
     ``loss_names = ("ae", "sisdr")``: L_AE is the main (downstream) loss,
@@ -944,32 +948,8 @@ class GPITBrain(DualLossBrain):
                     train_stats=self.train_stats,
                     valid_stats=stats,
                 )
-            if self.checkpointer is not None:
-                key = self._selection_key()
-                self.checkpointer.save_and_keep_only(
-                    meta=stats, min_keys=[key] if key else []
-                )
+            self.save_selected(stats)
         self.last_stats = stats
-
-    def _selection_key(self):
-        choice = getattr(self.hparams, "ckpt_selection", "last") or "last"
-        if choice not in ("last", "loss"):
-            raise ValueError(f"ckpt_selection must be last or loss: {choice}")
-        return None if choice == "last" else "loss"
-
-    def recover_selected(self):
-        """Load the checkpoint chosen by ``ckpt_selection`` (None if none).
-
-        Returns
-        -------
-        speechbrain.utils.checkpoints.Checkpoint or None
-        """
-        if self.checkpointer is None:
-            return None
-        key = self._selection_key()
-        if key is None:
-            return self.checkpointer.recover_if_possible()
-        return self.checkpointer.recover_if_possible(min_key=key)
 
 
 def train_separator_stage(

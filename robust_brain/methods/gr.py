@@ -66,7 +66,11 @@ from robust_brain.methods.d4am import (
     plot_surgery_log,
 )
 from robust_brain.models.asr import decode_tokens
-from robust_brain.stages import fit_stage, require_checkpoint
+from robust_brain.stages import (
+    SelectedCheckpoint,
+    fit_stage,
+    require_checkpoint,
+)
 from robust_brain.surgery import CombinationRule, make_rule
 
 logger = logging.getLogger(__name__)
@@ -360,7 +364,7 @@ def make_front_end(
     raise ValueError(f"unknown front_end {kind!r}; choose mask or demucs")
 
 
-class GRBrain(DualLossBrain):
+class GRBrain(SelectedCheckpoint, DualLossBrain):
     """Joint SE + ASR training with a GR-family rule, on the engine.
 
     ``modules``: ``enhancer`` (``enhancer(wavs, lengths)`` -> waveform;
@@ -409,6 +413,8 @@ class GRBrain(DualLossBrain):
     """
 
     loss_names = ("asr", "se")
+
+    selection_keys = ("loss", "WER")
 
     def __init__(
         self,
@@ -616,39 +622,8 @@ class GRBrain(DualLossBrain):
                     train_stats=self.train_stats,
                     valid_stats=stats,
                 )
-            if self.checkpointer is not None:
-                key = self._selection_key(stats)
-                self.checkpointer.save_and_keep_only(
-                    meta=stats, min_keys=[key] if key else []
-                )
+            self.save_selected(stats)
         self.last_stats = stats
-
-    def _selection_key(self, stats=None):
-        choice = getattr(self.hparams, "ckpt_selection", "last") or "last"
-        if choice not in ("last", "loss", "WER"):
-            raise ValueError(
-                f"ckpt_selection must be last, loss or WER: {choice!r}"
-            )
-        if choice == "last":
-            return None
-        if choice == "WER" and stats is not None and "WER" not in stats:
-            return "loss"
-        return choice
-
-    def recover_selected(self):
-        """Load the checkpoint chosen by ``ckpt_selection`` (None if no
-        checkpoint).
-
-        Returns
-        -------
-        speechbrain.utils.checkpoints.Checkpoint or None
-        """
-        if self.checkpointer is None:
-            return None
-        key = self._selection_key()
-        if key is None:
-            return self.checkpointer.recover_if_possible()
-        return self.checkpointer.recover_if_possible(min_key=key)
 
 
 def make_beam_searcher(
