@@ -65,7 +65,7 @@ from robust_brain.methods.d4am import (
     evaluate_enhancers,
     plot_surgery_log,
 )
-from robust_brain.models.asr import decode_tokens
+from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.stages import (
     SelectedCheckpoint,
     fit_stage,
@@ -771,15 +771,8 @@ class JointRecogniser:
             self.settings = f"joint-beam{beam_size}-ctc{beam_ctc_weight:g}"
         digest = hashlib.sha256(str(input_level_dbfs).encode())
         for module in (enhancer, asr):
-            if not isinstance(module, torch.nn.Module):
-                continue
-            for key, value in sorted(module.state_dict().items()):
-                digest.update(key.encode())
-                digest.update(value.detach().cpu().float().numpy().tobytes())
-        norm = getattr(asr, "normalizer", None)
-        if getattr(asr, "normalize", False) and norm.glob_mean.numel():
-            digest.update(norm.glob_mean.detach().cpu().numpy().tobytes())
-            digest.update(norm.glob_std.detach().cpu().numpy().tobytes())
+            if isinstance(module, torch.nn.Module):
+                update_weights_digest(digest, module)
         self._digest = digest.hexdigest()[:16]
 
     @property

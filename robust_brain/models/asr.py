@@ -49,6 +49,7 @@ __all__ = [
     "ConformerASR",
     "CTCProxy",
     "CTCRecogniser",
+    "update_weights_digest",
     "decode_tokens",
     "freeze",
     "add_bos_eos",
@@ -594,6 +595,42 @@ class CTCProxy(torch.nn.Module):
         ]
 
 
+def update_weights_digest(digest, module: torch.nn.Module):
+    """Feed a module's weights, and the global statistics of its
+    SpeechBrain feature normaliser when it has one, into ``digest`` (so a
+    transcript cache never mixes two checkpoints).
+
+    Arguments
+    ---------
+    digest : hashlib hash object
+    module : torch.nn.Module
+
+    Returns
+    -------
+    The same ``digest``.
+
+    Example
+    -------
+    >>> import hashlib
+    >>> a = update_weights_digest(hashlib.sha256(), torch.nn.Linear(2, 1))
+    >>> b = update_weights_digest(hashlib.sha256(), torch.nn.Linear(2, 1))
+    >>> a.hexdigest() == b.hexdigest()  # different random weights
+    False
+    """
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().float().numpy().tobytes())
+    norm = getattr(module, "normalizer", None)
+    if (
+        norm is not None
+        and getattr(module, "normalize", False)
+        and norm.glob_mean.numel()
+    ):
+        digest.update(norm.glob_mean.detach().cpu().numpy().tobytes())
+        digest.update(norm.glob_std.detach().cpu().numpy().tobytes())
+    return digest
+
+
 class CTCRecogniser:
     """A :class:`ConformerASR` as an evaluation recogniser (greedy CTC).
 
@@ -637,14 +674,7 @@ class CTCRecogniser:
         self.name = name
         self.batch_size = max(1, int(batch_size))
         self.device = device
-        digest = hashlib.sha256()
-        for key, value in sorted(model.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().float().numpy().tobytes())
-        norm = getattr(model, "normalizer", None)
-        if getattr(model, "normalize", False) and norm.glob_mean.numel():
-            digest.update(norm.glob_mean.detach().cpu().numpy().tobytes())
-            digest.update(norm.glob_std.detach().cpu().numpy().tobytes())
+        digest = update_weights_digest(hashlib.sha256(), model)
         self._digest = digest.hexdigest()[:16]
 
     @property
