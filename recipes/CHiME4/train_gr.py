@@ -40,6 +40,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_chime4
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
+from robust_brain.methods.d4am import write_results_summary
 from robust_brain.methods.gr import (
     check_rule,
     evaluate_joint_systems,
@@ -211,9 +212,11 @@ def stage_evaluate(hparams, paths, systems, tokenizer, device):
             title=f"CHiME-4 {split}, seed {hparams['seed']}",
         )
         print(table)
-    done = sorted(Path(hparams["eval_folder"]).glob("*/gr_table.md"))
-    text = "\n\n".join(p.read_text().strip() for p in done)
-    (Path(hparams["output_folder"]) / "results.md").write_text(text + "\n")
+    write_results_summary(
+        hparams["eval_folder"],
+        Path(hparams["output_folder"]) / "results.md",
+        table_name="gr_table.md",
+    )
 
 
 def main(argv):

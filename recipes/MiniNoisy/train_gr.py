@@ -39,6 +39,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
+from robust_brain.methods.d4am import write_results_summary
 from robust_brain.methods.gr import (
     check_rule,
     evaluate_joint_systems,
@@ -163,9 +164,11 @@ def stage_evaluate(hparams, systems, tokenizer, device):
             title=f"MiniNoisy {name}, seed {hparams['seed']}",
         )
         print(table)
-    done = sorted(Path(hparams["eval_folder"]).glob("*/gr_table.md"))
-    text = "\n\n".join(p.read_text().strip() for p in done)
-    (Path(hparams["output_folder"]) / "results.md").write_text(text + "\n")
+    write_results_summary(
+        hparams["eval_folder"],
+        Path(hparams["output_folder"]) / "results.md",
+        table_name="gr_table.md",
+    )
 
 
 def main(argv):

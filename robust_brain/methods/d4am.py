@@ -1165,14 +1165,18 @@ def train_systems(
     return {k: systems[k] for k in order}
 
 
-def write_results_summary(eval_folder, output_file) -> str:
-    """Concatenate every ``<eval_folder>/<set>/d4am_table.md`` (also those
+def write_results_summary(
+    eval_folder, output_file, table_name: str = "d4am_table.md"
+) -> str:
+    """Concatenate every ``<eval_folder>/<set>/<table_name>`` (also those
     of earlier runs with other sets) into ``output_file``.
 
     Arguments
     ---------
     eval_folder : path-like
     output_file : path-like
+    table_name : str
+        The per-set table file (``d4am_table.md``; GR: ``gr_table.md``).
 
     Returns
     -------
@@ -1191,7 +1195,7 @@ def write_results_summary(eval_folder, output_file) -> str:
     <BLANKLINE>
     | test_real |
     """
-    done = sorted(Path(eval_folder).glob("*/d4am_table.md"))
+    done = sorted(Path(eval_folder).glob(f"*/{table_name}"))
     text = "\n\n".join(p.read_text().strip() for p in done) + "\n"
     Path(output_file).write_text(text)
     return text
