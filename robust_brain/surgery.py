@@ -873,22 +873,62 @@ class GradientRemedy(CombinationRule):
 class PCGrad(CombinationRule):
     """Two-task PCGrad baseline (see :func:`pcgrad`).
 
+    Arguments
+    ---------
+    per_tensor : bool
+        Project each parameter tensor separately (the engine passes the
+        tensor boundaries), as Gradient Remedy does, so that the two rules
+        are compared on the same granularity; ``False`` (Yu et al., 2020):
+        one projection of the whole gradient vector.
+
     Example
     -------
     >>> PCGrad()(torch.tensor([1.0, 1.0]), torch.tensor([-1.0, 0.0]))[0]
     tensor([-0.5000,  1.5000])
+    >>> # per tensor: only the conflicting first tensor is projected
+    >>> rule = PCGrad(per_tensor=True)
+    >>> g_main = torch.tensor([1.0, 1.0, 1.0])
+    >>> g_aux = torch.tensor([-2.0, 0.0, 3.0])
+    >>> rule(g_main, g_aux, segments=torch.tensor([1, 2]))[0]
+    tensor([0., 1., 4.])
+    >>> rule(g_main, g_aux)[0]  # no boundaries: the whole vector agrees
+    tensor([-1.,  1.,  4.])
     """
+
+    def __init__(self, per_tensor: bool = False):
+        super().__init__()
+        self.per_tensor = per_tensor
 
     def combine(self, g_main, g_aux, segments=None, lr=None):
         """See :meth:`CombinationRule.combine`."""
-        dot = torch.dot(g_main, g_aux)
+        if segments is None or not self.per_tensor:
+            dot = torch.dot(g_main, g_aux)
+            conflict = dot < 0
+            ca = torch.where(
+                conflict, _safe_div(dot, torch.dot(g_aux, g_aux)), 0.0
+            )
+            cb = torch.where(
+                conflict, _safe_div(dot, torch.dot(g_main, g_main)), 0.0
+            )
+            # (g_a - ca g_b) + (g_b - cb g_a) in one fused pass
+            return torch.addcmul((1 - ca) * g_aux, 1 - cb, g_main), {}
+        n = g_main.numel()
+        segments = segments.to(g_main.device)
+        dot = _segment_sums(g_main * g_aux, segments)
         conflict = dot < 0
-        ca = torch.where(conflict, _safe_div(dot, torch.dot(g_aux, g_aux)), 0.0)
-        cb = torch.where(
-            conflict, _safe_div(dot, torch.dot(g_main, g_main)), 0.0
+        ca = torch.where(
+            conflict, _safe_div(dot, _segment_sums(g_aux * g_aux, segments)), 0
         )
-        # (g_a - ca g_b) + (g_b - cb g_a) in one fused pass
-        return torch.addcmul((1 - ca) * g_aux, 1 - cb, g_main), {}
+        cb = torch.where(
+            conflict,
+            _safe_div(dot, _segment_sums(g_main * g_main, segments)),
+            0,
+        )
+        return torch.addcmul(
+            _expand(1 - ca, segments, n) * g_aux,
+            _expand(1 - cb, segments, n),
+            g_main,
+        ), {}
 
 
 #: names accepted by :func:`make_rule` (one hparam selects the rule)
@@ -909,7 +949,7 @@ def make_rule(
     name: str,
     grid_alpha: float = 1.0,
     k: float = 5.0,
-    per_tensor: bool = True,
+    per_tensor: bool | None = None,
     srpr_init: float = 1.0,
     srpr_beta: float = 0.05,
     srpr_window: int = 8,
@@ -931,8 +971,10 @@ def make_rule(
         GRID's fixed weight.
     k : float
         Gradient Remedy's rescale threshold.
-    per_tensor : bool
-        Gradient Remedy per parameter tensor.
+    per_tensor : bool, optional
+        Gradient Remedy / PCGrad per parameter tensor; None: each rule's
+        own default (Gradient Remedy per tensor, as the official code;
+        PCGrad on the whole vector, as Yu et al.).
     srpr_init, srpr_beta, srpr_window : float, float, int
         :class:`SRPRWeighter` constants.
     langevin : bool
@@ -975,10 +1017,10 @@ def make_rule(
             k=k,
             angle=key != "gr-scale",
             scale=key != "gr-angle",
-            per_tensor=per_tensor,
+            per_tensor=True if per_tensor is None else per_tensor,
         )
     if key == "pcgrad":
-        return PCGrad()
+        return PCGrad(per_tensor=bool(per_tensor))
     raise ValueError(
         f"unknown surgery rule {name!r}; choose one of {', '.join(RULE_NAMES)}"
     )

@@ -283,6 +283,40 @@ def test_pcgrad_zero_safe():
     assert torch.isfinite(pa).all() and torch.isfinite(pb).all()
 
 
+@given(vectors(), st.integers(min_value=1, max_value=5))
+def test_per_tensor_pcgrad_is_pcgrad_on_each_tensor(pair, cut):
+    """Per tensor, PCGrad must equal the two-task PCGrad of each segment,
+    concatenated (and differ from the global rule where signs differ)."""
+    a, b = t(pair[0]), t(pair[1])
+    cut = min(cut, a.numel() - 1) if a.numel() > 1 else a.numel()
+    segments = torch.tensor([cut, a.numel() - cut])
+    segments = segments[segments > 0]
+    out, _ = S.PCGrad(per_tensor=True)(a, b, segments=segments)
+    parts = []
+    for ga, gb in zip(a.split(segments.tolist()), b.split(segments.tolist())):
+        pb, pa = S.pcgrad(gb, ga)  # aux first, as the rule's combine
+        parts.append(pa + pb)
+    torch.testing.assert_close(out, torch.cat(parts), rtol=1e-9, atol=1e-9)
+
+
+def test_per_tensor_pcgrad_zero_tensor_is_finite():
+    g_main = t([0.0, 0.0, 1.0, -1.0])
+    g_aux = t([1.0, -2.0, -1.0, 1.0])
+    out, _ = S.PCGrad(per_tensor=True)(
+        g_main, g_aux, segments=torch.tensor([2, 2])
+    )
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:2], g_aux[:2])  # zero main: untouched
+    torch.testing.assert_close(out[2:], t([0.0, 0.0]))  # opposite: cancel
+
+
+def test_make_rule_pcgrad_default_is_global():
+    assert not S.make_rule("pcgrad").per_tensor
+    assert S.make_rule("pcgrad", per_tensor=True).per_tensor
+    assert S.make_rule("gr").per_tensor
+    assert not S.make_rule("gr", per_tensor=False).per_tensor
+
+
 # ------------------------------------------------- homogeneity (AMP space)
 @pytest.mark.parametrize(
     "rule",
