@@ -16,14 +16,53 @@ best-WER or best-loss checkpoint) stays with the method.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import speechbrain as sb
 
 from robust_brain.brain import DualLossBrain
 
-__all__ = ["SelectedCheckpoint", "fit_stage", "require_checkpoint"]
+__all__ = [
+    "SelectedCheckpoint",
+    "check_stages",
+    "fit_stage",
+    "require_checkpoint",
+]
+
+
+def check_stages(stages: Sequence[str], allowed: Sequence[str]) -> list[str]:
+    """Validate a recipe's ``stages`` hparam; the lower-cased stage names.
+
+    Arguments
+    ---------
+    stages : sequence of str
+        The ``stages`` hparam.
+    allowed : sequence of str
+        The stages the recipe knows (lower case).
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> check_stages(["ASR", "joint"], ("asr", "se", "joint"))
+    ['asr', 'joint']
+    >>> check_stages(["asr", "train"], ("asr", "joint"))
+    Traceback (most recent call last):
+    ...
+    ValueError: stages: unknown ['train']; choose among ('asr', 'joint')
+    """
+    if isinstance(stages, str):
+        raise ValueError(f"stages must be a list, e.g. [{stages}]")
+    lowered = [str(s).lower() for s in stages]
+    unknown = sorted(set(lowered) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"stages: unknown {unknown}; choose among {tuple(allowed)}"
+        )
+    return lowered
 
 
 def fit_stage(

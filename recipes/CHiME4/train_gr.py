@@ -29,7 +29,6 @@ Authors
  * robust_brain developers 2026
 """
 
-import copy
 import csv
 import logging
 import sys
@@ -40,18 +39,14 @@ from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_chime4
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.d4am import write_results_summary
 from robust_brain.methods.gr import (
-    check_rule,
-    evaluate_joint_systems,
-    run_rules,
-    train_joint_stage,
+    check_gr_plan,
+    evaluate_gr_sets,
+    train_gr_systems,
 )
-from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
+from robust_brain.methods.proxy import train_tokenizer
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("asr", "se", "joint", "evaluate")
 
 
 def prepare(hparams):
@@ -122,103 +117,6 @@ def dataio_prepare(hparams, paths, tokenizer):
     }
 
 
-def loader(hparams, batch_size, shuffle):
-    """DataLoader options."""
-    return {
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "num_workers": hparams["num_workers"],
-    }
-
-
-def stage_asr(hparams, run_opts, data, tokenizer):
-    """Pre-train (or resume, or reload) the ASR."""
-    return train_proxy_stage(
-        hparams["asr"],
-        tokenizer,
-        data["asr_train"],
-        data["valid"],
-        folder=Path(hparams["save_folder"]) / "asr",
-        epochs=hparams["asr_epochs"],
-        opt_class=hparams["asr_opt_class"],
-        run_opts=run_opts,
-        lr_annealing=hparams["asr_annealing"],
-        train_loader_kwargs=loader(hparams, hparams["asr_batch_size"], True),
-        valid_loader_kwargs=loader(hparams, hparams["asr_batch_size"], False),
-        extra_hparams={"max_grad_norm": hparams["asr_max_grad_norm"]},
-        selection=hparams["asr_ckpt_selection"],
-    )
-
-
-def joint_stage(hparams, run_opts, data, tokenizer, rule, enhancer, asr, **kw):
-    """Train (or resume, or reload) one rule, or the SE pre-training."""
-    se_only = kw.get("se_only", False)
-    epochs = hparams["se_epochs"] if se_only else hparams["joint_epochs"]
-    update = hparams["update_asr_normalizer"]
-    if update == "auto":
-        update = kw.get("asr_from_scratch", True)
-    scheduler = None
-    if not se_only and hparams["lr_scheduler"] is not None:
-        scheduler = copy.deepcopy(hparams["lr_scheduler"])  # fresh per rule
-    return train_joint_stage(
-        rule,
-        enhancer,
-        None if se_only else asr,
-        data["train"],
-        data["valid"],
-        folder=Path(hparams["save_folder"]) / ("SE" if se_only else rule),
-        epochs=epochs if kw.get("train", True) else 0,
-        opt_class=hparams["se_opt_class" if se_only else "joint_opt_class"],
-        se_loss=hparams["se_loss"],
-        se_weight=hparams["se_weight"],
-        losses=("se",) if se_only else ("asr", "se"),
-        tokenizer=tokenizer,
-        run_opts=run_opts,
-        remedy_k=hparams["remedy_k"],
-        remedy_per_tensor=hparams["remedy_per_tensor"],
-        update_asr_normalizer=bool(update),
-        lr_scheduler=scheduler,
-        train_loader_kwargs=loader(hparams, hparams["batch_size"], True),
-        valid_loader_kwargs=loader(hparams, hparams["batch_size"], False),
-        ckpt_selection=hparams["ckpt_selection"],
-        extra_hparams={
-            "max_grad_norm": hparams["max_grad_norm"],
-            "grad_accumulation_factor": hparams["grad_accumulation_factor"],
-            "log_task_gradients": hparams["log_task_gradients"],
-        },
-    )
-
-
-def stage_evaluate(hparams, paths, systems, tokenizer, device):
-    """Every evaluation split x systems; the tables."""
-    for split in hparams["eval_splits"]:
-        _, table = evaluate_joint_systems(
-            paths[split],
-            systems,
-            tokenizer,
-            hparams["eval_recognisers"],
-            Path(hparams["eval_folder"]) / split,
-            data_root=hparams["data_folder"],
-            own_decodings=hparams["eval_own_decodings"],
-            beam_size=hparams["eval_beam_size"],
-            beam_ctc_weight=hparams["eval_beam_ctc_weight"],
-            max_decode_ratio=hparams["eval_max_decode_ratio"],
-            input_level_dbfs=hparams["eval_input_level_dbfs"],
-            max_utterances=hparams["eval_max_utterances"],
-            conditions=hparams["eval_conditions"],
-            cache=hparams["eval_cache"],
-            batch_size=hparams["eval_batch_size"],
-            device=device,
-            title=f"CHiME-4 {split}, seed {hparams['seed']}",
-        )
-        print(table)
-    write_results_summary(
-        hparams["eval_folder"],
-        Path(hparams["output_folder"]) / "results.md",
-        table_name="gr_table.md",
-    )
-
-
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -229,16 +127,7 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    stages = [s.lower() for s in hparams["stages"]]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise ValueError(f"unknown stages {unknown}; choose among {STAGES}")
-    if hparams["update_asr_normalizer"] not in ("auto", True, False):
-        raise ValueError(
-            "update_asr_normalizer must be auto, True or False: "
-            f"{hparams['update_asr_normalizer']!r}"
-        )
-    rules = [check_rule(r) for r in hparams["rules"]]
+    stages, rules = check_gr_plan(hparams)
     paths = prepare(hparams)
     save = Path(hparams["save_folder"])
     tokenizer = train_tokenizer(
@@ -250,44 +139,20 @@ def main(argv):
         hparams["asr_token_type"],
     )
     data = dataio_prepare(hparams, paths, tokenizer)
-    device = run_opts.get("device") or sb.utils.distributed.infer_device()
-
-    asr = hparams["asr"]
-    if "asr" in stages:
-        asr = stage_asr(hparams, run_opts, data, tokenizer)
-    enhancer = hparams["enhancer"]
-    if "se" in stages:
-        joint_stage(
-            hparams,
-            run_opts,
-            data,
-            tokenizer,
-            "MTL",
-            enhancer,
-            None,
-            se_only=True,
-        )
-    systems = {}
-    if "joint" in stages or "evaluate" in stages:
-
-        def train_stage(rule, enh, model):
-            return joint_stage(
-                hparams,
-                run_opts,
-                data,
-                tokenizer,
-                rule,
-                enh,
-                model,
-                train="joint" in stages,
-                asr_from_scratch="asr" not in stages,
-            )
-
-        systems = run_rules(
-            rules, enhancer, asr, train_stage, seed=hparams["seed"]
-        )
+    systems = train_gr_systems(
+        hparams, run_opts, data, tokenizer, stages, rules
+    )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
-        stage_evaluate(hparams, paths, systems, tokenizer, device)
+        device = run_opts.get("device") or sb.utils.distributed.infer_device()
+        evaluate_gr_sets(
+            hparams,
+            {split: paths[split] for split in hparams["eval_splits"]},
+            systems,
+            tokenizer,
+            device,
+            "CHiME-4",
+            data_root=hparams["data_folder"],
+        )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from robust_brain.data.streams import PairedStreams
 from robust_brain.models.asr import freeze
 from robust_brain.stages import (
     SelectedCheckpoint,
+    check_stages,
     fit_stage,
     require_checkpoint,
 )
@@ -995,10 +996,7 @@ def check_plan(
     ...
     ValueError: modes: 'INIT' is not one of ('CLSO', 'GCLB', 'SRPR', ...
     """
-    lowered = [str(s).lower() for s in stages]
-    unknown = sorted(set(lowered) - set(allowed))
-    if unknown:
-        raise ValueError(f"stages: unknown {unknown}; choose among {allowed}")
+    lowered = check_stages(stages, allowed)
     for mode in modes:
         if str(mode).upper() not in MODES[1:]:
             raise ValueError(f"modes: {mode!r} is not one of {MODES[1:]}")

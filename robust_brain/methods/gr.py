@@ -37,9 +37,11 @@ the INCOMING gradients to the engine's per-step log (``surgery_log_file``),
 whatever the rule; GR's own statistics (angle theta, ratio after the
 angle step, conflict and rescale fractions) come on top.
 
-Stage helpers (resumable, one folder each, used by the MiniNoisy and
-CHiME-4 recipes): :func:`train_joint_stage`, :func:`run_rules` (every rule
-from the SAME initialisation with the same seed and steps),
+Stage helpers (resumable, one folder each, shared by the MiniNoisy, CHiME-4
+and RATS recipes): :func:`train_gr_systems` (the optional ASR / SE
+pre-trainings, then :func:`run_rules`: every rule from the SAME
+initialisation with the same seed and steps, each a
+:func:`train_joint_stage`), :func:`evaluate_gr_sets` and
 :func:`evaluate_joint_systems` (the joint system's own free-running WER by
 greedy CTC and by attention beam search, and the enhanced waveform scored
 by unseen recognisers) and :func:`gr_table`.
@@ -64,10 +66,13 @@ from robust_brain.methods.d4am import (
     LevelNormalizedEnhancer,
     evaluate_enhancers,
     plot_surgery_log,
+    write_results_summary,
 )
+from robust_brain.methods.proxy import train_proxy_stage
 from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.stages import (
     SelectedCheckpoint,
+    check_stages,
     fit_stage,
     require_checkpoint,
 )
@@ -87,6 +92,13 @@ __all__ = [
     "JointRecogniser",
     "train_joint_stage",
     "run_rules",
+    "STAGES",
+    "loader_kwargs",
+    "check_gr_plan",
+    "asr_stage_from_hparams",
+    "joint_stage_from_hparams",
+    "train_gr_systems",
+    "evaluate_gr_sets",
     "select_rows",
     "evaluate_joint_systems",
     "gr_table",
@@ -261,6 +273,7 @@ def make_gr_rule(
     k: float = 5.0,
     per_tensor: bool = True,
     tensor_stats: bool = True,
+    pcgrad_per_tensor: bool = False,
 ) -> CombinationRule:
     """The combination rule of one of :data:`RULES`.
 
@@ -274,6 +287,9 @@ def make_gr_rule(
         Remedy each parameter tensor separately (official behaviour).
     tensor_stats : bool
         Wrap the rule in :class:`TensorStats`.
+    pcgrad_per_tensor : bool
+        The PCGrad baseline per parameter tensor too (the same granularity
+        as GR), instead of one projection of the whole vector (Yu et al.).
 
     Returns
     -------
@@ -286,10 +302,17 @@ def make_gr_rule(
     ('GradientRemedy', 3.0, False)
     >>> make_gr_rule("MTL", tensor_stats=False).linear_weights
     (1.0, 1.0)
+    >>> make_gr_rule("PCGrad", pcgrad_per_tensor=True).rule.per_tensor
+    True
     """
     if not k > 0:
         raise ValueError(f"the rescale threshold k must be > 0, got {k}")
-    rule = make_rule(_SURGERY[check_rule(name)], k=k, per_tensor=per_tensor)
+    canonical = check_rule(name)
+    rule = make_rule(
+        _SURGERY[canonical],
+        k=k,
+        per_tensor=pcgrad_per_tensor if canonical == "PCGrad" else per_tensor,
+    )
     return TensorStats(rule) if tensor_stats else rule
 
 
@@ -379,6 +402,7 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
     * ``rule``: one of :data:`RULES` (default ``GR``); ``surgery_rule``
       (optional) overrides it with a rule object;
     * ``remedy_k`` (5.0), ``remedy_per_tensor`` (True): GR's constants;
+      ``pcgrad_per_tensor`` (False): the PCGrad baseline per tensor;
     * ``se_weight``: lambda (0.3); ``se_loss``: ``loss(estimate, clean,
       lengths[, estimate_magnitude=...])``;
     * ``joint_losses``: ``[asr, se]`` (default), or ``[se]`` to pre-train
@@ -443,6 +467,7 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
                 self.rule_name,
                 k=float(hparams.get("remedy_k", 5.0)),
                 per_tensor=bool(hparams.get("remedy_per_tensor", True)),
+                pcgrad_per_tensor=bool(hparams.get("pcgrad_per_tensor", False)),
             )
         hparams.setdefault("shared_modules", ["enhancer"])
         mods = dict(modules or {})
@@ -984,6 +1009,319 @@ def run_rules(
         train_stage(name, enhancer, asr)
         systems[name] = (enhancer, asr)
     return systems
+
+
+#: the stages of the GR recipes, in order
+STAGES = ("asr", "se", "joint", "evaluate")
+
+
+def loader_kwargs(hparams: Mapping, batch_size: int, shuffle: bool) -> dict:
+    """DataLoader options of a GR recipe (``num_workers`` from hparams).
+
+    Example
+    -------
+    >>> loader_kwargs({"num_workers": 2}, 8, True)
+    {'batch_size': 8, 'shuffle': True, 'num_workers': 2}
+    """
+    return {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "num_workers": hparams["num_workers"],
+    }
+
+
+def check_gr_plan(hparams: Mapping) -> tuple[list[str], list[str]]:
+    """Validate a GR recipe's ``stages``, ``pretrained``, ``rules`` and
+    ``update_asr_normalizer`` hparams.
+
+    Returns
+    -------
+    stages : list of str
+        Lower case, among :data:`STAGES`.
+    rules : list of str
+        Canonical rule names.
+
+    Example
+    -------
+    >>> check_gr_plan({"stages": ["joint"], "pretrained": ["asr"],
+    ...     "rules": ["mtl", "gr"], "update_asr_normalizer": "auto"})
+    (['joint'], ['MTL', 'GR'])
+    >>> check_gr_plan({"stages": ["joint"], "pretrained": ["lm"],
+    ...     "rules": ["GR"], "update_asr_normalizer": False})
+    Traceback (most recent call last):
+    ...
+    ValueError: pretrained: unknown ['lm']; choose among ('asr', 'se')
+    """
+    stages = check_stages(hparams["stages"], STAGES)
+    unknown = sorted(set(hparams["pretrained"]) - {"asr", "se"})
+    if unknown:
+        raise ValueError(
+            f"pretrained: unknown {unknown}; choose among ('asr', 'se')"
+        )
+    if hparams["update_asr_normalizer"] not in ("auto", True, False):
+        raise ValueError(
+            "update_asr_normalizer must be auto, True or False: "
+            f"{hparams['update_asr_normalizer']!r}"
+        )
+    rules = [check_rule(r) for r in hparams["rules"]]
+    return stages, rules
+
+
+def asr_stage_from_hparams(
+    hparams: Mapping, run_opts, data: Mapping, tokenizer, train: bool = True
+):
+    """Pre-train (or resume, or only reload) the ASR of ``hparams["asr"]``
+    on ``data["asr_train"]`` in ``<save_folder>/asr``.
+
+    Reads ``asr_epochs``, ``asr_opt_class``, ``asr_annealing``,
+    ``asr_batch_size``, ``asr_max_grad_norm``, ``asr_ckpt_selection`` and
+    ``num_workers``.
+
+    Returns
+    -------
+    ConformerASR
+        Frozen (the joint stage makes it trainable again).
+    """
+    return train_proxy_stage(
+        hparams["asr"],
+        tokenizer,
+        data["asr_train"],
+        data["valid"],
+        folder=Path(hparams["save_folder"]) / "asr",
+        epochs=hparams["asr_epochs"] if train else 0,
+        opt_class=hparams["asr_opt_class"],
+        run_opts=run_opts,
+        lr_annealing=hparams["asr_annealing"],
+        train_loader_kwargs=loader_kwargs(
+            hparams, hparams["asr_batch_size"], True
+        ),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, hparams["asr_batch_size"], False
+        ),
+        extra_hparams={"max_grad_norm": hparams["asr_max_grad_norm"]},
+        selection=hparams["asr_ckpt_selection"],
+    )
+
+
+def joint_stage_from_hparams(
+    hparams: Mapping,
+    run_opts,
+    data: Mapping,
+    tokenizer,
+    rule: str,
+    enhancer: torch.nn.Module,
+    asr,
+    *,
+    se_only: bool = False,
+    train: bool = True,
+    asr_pretrained: bool = True,
+) -> GRBrain:
+    """:func:`train_joint_stage` configured by a GR recipe's hparams.
+
+    One rule in ``<save_folder>/<rule>``, or (``se_only``) the enhancer's
+    pre-training on the SE loss alone in ``<save_folder>/SE``. Reads
+    ``joint_epochs`` / ``joint_opt_class`` (``se_epochs`` /
+    ``se_opt_class``), ``se_loss``, ``se_weight``, ``remedy_k``,
+    ``remedy_per_tensor``, ``pcgrad_per_tensor``,
+    ``update_asr_normalizer`` (``auto``: learned unless the ASR was
+    pre-trained), ``lr_scheduler`` (optional; a fresh copy per rule),
+    ``batch_size``, ``num_workers``, ``ckpt_selection``,
+    ``max_grad_norm``, ``grad_accumulation_factor`` and
+    ``log_task_gradients``.
+
+    Arguments
+    ---------
+    hparams : mapping
+    run_opts : RunOptions or dict
+    data : mapping
+        ``train`` and ``valid`` streams.
+    tokenizer : sentencepiece.SentencePieceProcessor
+    rule : str
+    enhancer, asr : torch.nn.Module
+        Trained in place.
+    se_only : bool
+        The enhancer pre-training.
+    train : bool
+        False: only reload the stage's checkpoint.
+    asr_pretrained : bool
+        Whether ``asr`` comes from the ``asr`` stage.
+
+    Returns
+    -------
+    GRBrain
+    """
+    update = hparams["update_asr_normalizer"]
+    if update == "auto":
+        update = not asr_pretrained
+    scheduler = None
+    if not se_only and hparams.get("lr_scheduler") is not None:
+        scheduler = copy.deepcopy(hparams["lr_scheduler"])
+    epochs = hparams["se_epochs"] if se_only else hparams["joint_epochs"]
+    return train_joint_stage(
+        rule,
+        enhancer,
+        None if se_only else asr,
+        data["train"],
+        data["valid"],
+        folder=Path(hparams["save_folder"]) / ("SE" if se_only else rule),
+        epochs=epochs if train else 0,
+        opt_class=hparams["se_opt_class" if se_only else "joint_opt_class"],
+        se_loss=hparams["se_loss"],
+        se_weight=hparams["se_weight"],
+        losses=("se",) if se_only else LOSSES,
+        tokenizer=tokenizer,
+        run_opts=run_opts,
+        remedy_k=hparams["remedy_k"],
+        remedy_per_tensor=hparams["remedy_per_tensor"],
+        update_asr_normalizer=bool(update),
+        lr_scheduler=scheduler,
+        train_loader_kwargs=loader_kwargs(hparams, hparams["batch_size"], True),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, hparams["batch_size"], False
+        ),
+        ckpt_selection=hparams["ckpt_selection"],
+        extra_hparams={
+            "max_grad_norm": hparams["max_grad_norm"],
+            "grad_accumulation_factor": hparams["grad_accumulation_factor"],
+            "log_task_gradients": hparams["log_task_gradients"],
+            "pcgrad_per_tensor": hparams["pcgrad_per_tensor"],
+        },
+    )
+
+
+def train_gr_systems(
+    hparams: Mapping,
+    run_opts,
+    data: Mapping,
+    tokenizer,
+    stages: Sequence[str],
+    rules: Sequence[str],
+) -> OrderedDict:
+    """The GR recipes' training stages: the optional pre-trainings, then
+    every rule from the same initialisation.
+
+    A part (``asr``, ``se``) is pre-trained when its stage is in ``stages``
+    (trained, or resumed) or when it is listed in ``pretrained`` (then only
+    reloaded from its stage folder; an error if it holds no checkpoint);
+    otherwise the joint stage starts it from scratch (the official
+    script). The rules train when ``joint`` is in ``stages``, else they
+    only reload (``evaluate`` alone).
+
+    Arguments
+    ---------
+    hparams, run_opts, data, tokenizer :
+        See :func:`joint_stage_from_hparams`; ``data["asr_train"]`` for the
+        ASR pre-training; ``hparams["asr"]`` / ``hparams["enhancer"]`` are
+        the initial models.
+    stages, rules : sequence of str
+        From :func:`check_gr_plan`.
+
+    Returns
+    -------
+    OrderedDict
+        System name -> ``(enhancer, asr)``: ``INIT`` (the pre-trained pair,
+        when both were pre-trained and ``eval_include_init``), then each
+        rule (when ``joint`` or ``evaluate`` is in ``stages``).
+    """
+    pretrained = set(hparams["pretrained"]) | ({"asr", "se"} & set(stages))
+    asr = hparams["asr"]
+    if "asr" in pretrained:
+        asr = asr_stage_from_hparams(
+            hparams, run_opts, data, tokenizer, train="asr" in stages
+        )
+    enhancer = hparams["enhancer"]
+    if "se" in pretrained:
+        joint_stage_from_hparams(
+            hparams,
+            run_opts,
+            data,
+            tokenizer,
+            "MTL",
+            enhancer,
+            None,
+            se_only=True,
+            train="se" in stages,
+        )
+    systems = OrderedDict()
+    if hparams["eval_include_init"] and pretrained == {"asr", "se"}:
+        systems["INIT"] = (enhancer, asr)
+    if "joint" in stages or "evaluate" in stages:
+
+        def train_stage(rule, enh, model):
+            return joint_stage_from_hparams(
+                hparams,
+                run_opts,
+                data,
+                tokenizer,
+                rule,
+                enh,
+                model,
+                train="joint" in stages,
+                asr_pretrained="asr" in pretrained,
+            )
+
+        systems.update(
+            run_rules(rules, enhancer, asr, train_stage, seed=hparams["seed"])
+        )
+    return systems
+
+
+def evaluate_gr_sets(
+    hparams: Mapping,
+    manifests: Mapping,
+    systems: Mapping,
+    tokenizer,
+    device: str,
+    corpus: str,
+    data_root=None,
+) -> None:
+    """Score every system on every evaluation manifest; the tables.
+
+    For each ``name -> manifest``: :func:`evaluate_joint_systems` in
+    ``<eval_folder>/<name>`` (``gr_table.md``), then
+    ``<output_folder>/results.md`` gathers the tables. Reads the
+    ``eval_*`` hparams, ``seed``, ``eval_folder`` and ``output_folder``.
+
+    Arguments
+    ---------
+    hparams : mapping
+    manifests : mapping
+        Evaluation set name -> manifest path.
+    systems : mapping
+        From :func:`train_gr_systems`.
+    tokenizer : sentencepiece.SentencePieceProcessor
+    device : str
+    corpus : str
+        For the table titles (``"CHiME-4"``).
+    data_root : path-like, optional
+        Replaces ``$data_root`` in the manifests.
+    """
+    for name, manifest in manifests.items():
+        _, table = evaluate_joint_systems(
+            manifest,
+            systems,
+            tokenizer,
+            hparams["eval_recognisers"],
+            Path(hparams["eval_folder"]) / name,
+            data_root=data_root,
+            own_decodings=hparams["eval_own_decodings"],
+            beam_size=hparams["eval_beam_size"],
+            beam_ctc_weight=hparams["eval_beam_ctc_weight"],
+            max_decode_ratio=hparams["eval_max_decode_ratio"],
+            input_level_dbfs=hparams["eval_input_level_dbfs"],
+            max_utterances=hparams["eval_max_utterances"],
+            conditions=hparams["eval_conditions"],
+            cache=hparams["eval_cache"],
+            batch_size=hparams["eval_batch_size"],
+            device=device,
+            title=f"{corpus} {name}, seed {hparams['seed']}",
+        )
+        print(table)
+    write_results_summary(
+        hparams["eval_folder"],
+        Path(hparams["output_folder"]) / "results.md",
+        table_name="gr_table.md",
+    )
 
 
 def select_rows(

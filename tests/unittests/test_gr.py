@@ -492,3 +492,112 @@ def test_asr_statistics_learnt_from_scratch_without_the_graph(stream, tmp_path):
     assert asr.normalizer.count > 0
     assert not asr.normalizer.glob_mean.requires_grad
     assert not asr.normalizer.glob_std.requires_grad
+
+
+# ------------------------------------------------------ the recipe driver
+@pytest.mark.parametrize(
+    "stages, pretrained, asr_calls, se_calls, systems",
+    [
+        # MiniNoisy: both pre-trained, everything trains
+        (
+            ["asr", "se", "joint"],
+            ["asr", "se"],
+            [True],
+            [True],
+            ["INIT", "MTL", "GR"],
+        ),
+        # MiniNoisy, joint only: the pre-trained parts are reloaded
+        (["joint"], ["asr", "se"], [False], [False], ["INIT", "MTL", "GR"]),
+        # CHiME-4 default: from scratch, no pre-training stage at all
+        (["joint", "evaluate"], [], [], [], ["MTL", "GR"]),
+        # CHiME-4 with an ASR pre-training: no INIT pair (SE is random)
+        (["asr", "joint"], [], [True], [], ["MTL", "GR"]),
+        # pre-training only
+        (["asr", "se"], [], [True], [True], ["INIT"]),
+    ],
+)
+def test_train_gr_systems_follows_stages_and_pretrained(
+    monkeypatch, stages, pretrained, asr_calls, se_calls, systems
+):
+    import robust_brain.methods.gr as gr
+
+    calls = {"asr": [], "se": [], "joint": []}
+
+    def fake_asr(hparams, run_opts, data, tokenizer, train=True):
+        calls["asr"].append(train)
+        return torch.nn.Linear(1, 1)
+
+    def fake_joint(hparams, run_opts, data, tok, rule, enh, asr, **kw):
+        if kw.get("se_only"):
+            calls["se"].append(kw["train"])
+        else:
+            calls["joint"].append(
+                (rule, kw["train"], kw["asr_pretrained"], asr is not None)
+            )
+
+    monkeypatch.setattr(gr, "asr_stage_from_hparams", fake_asr)
+    monkeypatch.setattr(gr, "joint_stage_from_hparams", fake_joint)
+    hparams = {
+        "stages": stages,
+        "pretrained": pretrained,
+        "rules": ["MTL", "GR"],
+        "update_asr_normalizer": "auto",
+        "asr": torch.nn.Linear(1, 1),
+        "enhancer": torch.nn.Linear(1, 1),
+        "eval_include_init": True,
+        "seed": 3,
+    }
+    stages, rules = gr.check_gr_plan(hparams)
+    out = gr.train_gr_systems(hparams, None, {}, None, stages, rules)
+    assert calls["asr"] == asr_calls
+    assert calls["se"] == se_calls
+    assert list(out) == systems
+    if "joint" in stages:
+        asr_pre = "asr" in pretrained or "asr" in stages
+        assert calls["joint"] == [
+            (r, True, asr_pre, True) for r in ("MTL", "GR")
+        ]
+    else:
+        assert calls["joint"] == []
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("stages", ["asr", "decode"], "stages: unknown"),
+        ("pretrained", ["lm"], "pretrained: unknown"),
+        ("rules", ["GR", "Adam"], "unknown GR rule"),
+        ("update_asr_normalizer", "yes", "update_asr_normalizer"),
+    ],
+)
+def test_check_gr_plan_names_the_culprit(key, value, match):
+    from robust_brain.methods.gr import check_gr_plan
+
+    hparams = {
+        "stages": ["joint"],
+        "pretrained": [],
+        "rules": ["GR"],
+        "update_asr_normalizer": False,
+        key: value,
+    }
+    with pytest.raises(ValueError, match=match):
+        check_gr_plan(hparams)
+
+
+def test_pcgrad_per_tensor_hparam_reaches_the_rule():
+    enh = MaskNet(n_fft=64, hop_length=32, num_layers=1, hidden_size=4)
+    brains = {
+        flag: GRBrain(
+            modules={"enhancer": enh},
+            opt_class=lambda p: torch.optim.SGD(p, lr=0.01),
+            hparams={
+                "rule": "PCGrad",
+                "joint_losses": ["se"],
+                "se_loss": MagnitudeLoss(64, 32),
+                "pcgrad_per_tensor": flag,
+            },
+        )
+        for flag in (False, True)
+    }
+    assert brains[True].hparams.surgery_rule.rule.per_tensor
+    assert not brains[False].hparams.surgery_rule.rule.per_tensor
