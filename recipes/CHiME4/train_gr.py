@@ -29,7 +29,6 @@ Authors
  * robust_brain developers 2026
 """
 
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -38,11 +37,12 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_chime4
-from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.methods.gr import (
     check_gr_plan,
     evaluate_gr_sets,
+    split_streams,
     train_gr_systems,
+    write_transcripts,
 )
 from robust_brain.methods.proxy import train_tokenizer
 
@@ -82,41 +82,6 @@ def prepare(hparams):
     return prepare_chime4(**kwargs, skip_prep=True)
 
 
-def merged_transcripts(paths, splits, out):
-    """One CSV of the training transcripts (for the tokenizer)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["ID", "wrd"])
-        for split in splits:
-            with open(paths[split], newline="") as g:
-                for row in csv.DictReader(g):
-                    writer.writerow([row["ID"], row["wrd"]])
-    return out
-
-
-def dataio_prepare(hparams, paths, tokenizer):
-    """Training, validation and ASR pre-training streams."""
-    text = TokenEncoder(tokenizer)
-    root = hparams["data_folder"]
-    train = []
-    for split in hparams["train_splits"]:
-        train += read_rows(paths[split], root)
-    valid = []
-    for split in hparams["valid_splits"]:
-        valid += read_rows(paths[split], root)
-    valid = valid[: hparams["valid_max_utterances"]]
-    as_clean = [dict(r, noisy_wav=r["clean_wav"]) for r in train]
-    return {
-        "train": SpeechStream(train, text_pipeline=text, name="train"),
-        "valid": SpeechStream(valid, text_pipeline=text, name="valid"),
-        "asr_train": SpeechStream(
-            train + as_clean, text_pipeline=text, name="asr"
-        ),
-    }
-
-
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -132,13 +97,13 @@ def main(argv):
     save = Path(hparams["save_folder"])
     tokenizer = train_tokenizer(
         save / "tokenizer",
-        merged_transcripts(
+        write_transcripts(
             paths, hparams["train_splits"], save / "tokenizer_text.csv"
         ),
         hparams["asr_vocab_size"],
         hparams["asr_token_type"],
     )
-    data = dataio_prepare(hparams, paths, tokenizer)
+    data = split_streams(hparams, paths, tokenizer)
     systems = train_gr_systems(
         hparams, run_opts, data, tokenizer, stages, rules
     )

@@ -50,6 +50,7 @@ by unseen recognisers) and :func:`gr_table`.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import logging
 import math
@@ -62,6 +63,8 @@ import speechbrain as sb
 import torch
 
 from robust_brain.brain import DualLossBrain
+from robust_brain.data.manifest import write_csv_atomic
+from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.methods.d4am import (
     LevelNormalizedEnhancer,
     evaluate_enhancers,
@@ -90,11 +93,14 @@ __all__ = [
     "GRBrain",
     "make_beam_searcher",
     "JointRecogniser",
+    "ResampledEnhancer",
     "train_joint_stage",
     "run_rules",
     "STAGES",
     "loader_kwargs",
     "check_gr_plan",
+    "write_transcripts",
+    "split_streams",
     "asr_stage_from_hparams",
     "joint_stage_from_hparams",
     "train_gr_systems",
@@ -651,6 +657,48 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
         self.last_stats = stats
 
 
+class ResampledEnhancer(torch.nn.Module):
+    """A front-end trained at ``model_rate`` applied to 16 kHz signals.
+
+    The evaluation runs at 16 kHz (the unseen recognisers' rate); an 8 kHz
+    system (RATS) gets its input resampled to ``model_rate`` and its output
+    back to 16 kHz, at the input's length.
+
+    Arguments
+    ---------
+    enhancer : torch.nn.Module
+        ``enhancer(wavs, lengths)`` at ``model_rate``.
+    model_rate : int
+    rate : int
+        The rate of the signals around it (16000).
+
+    Example
+    -------
+    >>> f = ResampledEnhancer(lambda w, n: 2 * w, model_rate=8000)
+    >>> x = torch.sin(torch.arange(1600) * 0.05).unsqueeze(0)
+    >>> y = f(x, torch.ones(1))
+    >>> y.shape, bool((y[0, 100:-100] - 2 * x[0, 100:-100]).abs().max() < 0.05)
+    (torch.Size([1, 1600]), True)
+    """
+
+    def __init__(self, enhancer, model_rate: int, rate: int = 16000):
+        super().__init__()
+        self.enhancer = enhancer
+        self.model_rate = int(model_rate)
+        self.rate = int(rate)
+
+    def forward(self, wavs, lengths):
+        import torchaudio
+
+        n = wavs.shape[-1]
+        low = torchaudio.functional.resample(wavs, self.rate, self.model_rate)
+        out = self.enhancer(low, lengths)
+        out = torchaudio.functional.resample(out, self.model_rate, self.rate)
+        if out.shape[-1] >= n:
+            return out[..., :n]
+        return torch.nn.functional.pad(out, (0, n - out.shape[-1]))
+
+
 def make_beam_searcher(
     asr,
     beam_size: int = 10,
@@ -741,6 +789,9 @@ class JointRecogniser:
         Input level (the enhancers' evaluation convention).
     batch_size : int
     device : str
+    sample_rate : int
+        The rate the system was trained at: the 16 kHz input is resampled
+        to it first (8 kHz RATS systems).
 
     Example
     -------
@@ -772,6 +823,7 @@ class JointRecogniser:
         input_level_dbfs: float | None = -25.0,
         batch_size: int = 8,
         device: str = "cpu",
+        sample_rate: int = 16000,
     ):
         if decoding not in ("greedy", "beam"):
             raise ValueError(f"decoding must be greedy or beam: {decoding!r}")
@@ -794,7 +846,10 @@ class JointRecogniser:
                 asr, beam_size, beam_ctc_weight, max_decode_ratio
             )
             self.settings = f"joint-beam{beam_size}-ctc{beam_ctc_weight:g}"
+        self.sample_rate = int(sample_rate)
         digest = hashlib.sha256(str(input_level_dbfs).encode())
+        if self.sample_rate != 16000:
+            digest.update(f"rate={self.sample_rate}".encode())
         for module in (enhancer, asr):
             if isinstance(module, torch.nn.Module):
                 update_weights_digest(digest, module)
@@ -807,6 +862,12 @@ class JointRecogniser:
 
     @torch.no_grad()
     def _decode(self, batch, lens):
+        if self.sample_rate != 16000:
+            import torchaudio
+
+            batch = torchaudio.functional.resample(
+                batch, 16000, self.sample_rate
+            )
         if self.front is not None:
             batch = self.front(batch, lens)
         if self.searcher is None:
@@ -1067,6 +1128,58 @@ def check_gr_plan(hparams: Mapping) -> tuple[list[str], list[str]]:
     return stages, rules
 
 
+def write_transcripts(paths: Mapping, splits: Sequence[str], out) -> Path:
+    """One ``ID,wrd`` CSV of the given splits' transcripts (the tokenizer's
+    text), written atomically.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.csv").write_text("ID,wrd,x\\nu1,HELLO,1\\n")
+    >>> write_transcripts({"a": d / "a.csv"}, ["a"], d / "t.csv").read_text()
+    'ID,wrd\\nu1,HELLO\\n'
+    """
+    rows = []
+    for split in splits:
+        with open(paths[split], newline="", encoding="utf-8") as f:
+            rows += [
+                {"ID": r["ID"], "wrd": r["wrd"]} for r in csv.DictReader(f)
+            ]
+    write_csv_atomic(out, rows, ("ID", "wrd"))
+    return Path(out)
+
+
+def split_streams(hparams: Mapping, paths: Mapping, tokenizer) -> dict:
+    """The GR streams of a prepared corpus' split manifests (CHiME-4,
+    RATS): ``train`` (the ``train_splits`` pairs), ``valid`` (the first
+    ``valid_max_utterances`` of ``valid_splits``) and ``asr_train`` (the
+    training pairs' noisy AND clean sides, for the ASR pre-training).
+    ``$data_root`` stands for ``data_folder``.
+
+    Returns
+    -------
+    dict of str to SpeechStream
+    """
+    text = TokenEncoder(tokenizer)
+    root = hparams["data_folder"]
+    train = []
+    for split in hparams["train_splits"]:
+        train += read_rows(paths[split], root)
+    valid = []
+    for split in hparams["valid_splits"]:
+        valid += read_rows(paths[split], root)
+    valid = valid[: hparams["valid_max_utterances"]]
+    as_clean = [dict(r, noisy_wav=r["clean_wav"]) for r in train]
+    return {
+        "train": SpeechStream(train, text_pipeline=text, name="train"),
+        "valid": SpeechStream(valid, text_pipeline=text, name="valid"),
+        "asr_train": SpeechStream(
+            train + as_clean, text_pipeline=text, name="asr"
+        ),
+    }
+
+
 def asr_stage_from_hparams(
     hparams: Mapping, run_opts, data: Mapping, tokenizer, train: bool = True
 ):
@@ -1165,7 +1278,9 @@ def joint_stage_from_hparams(
         data["valid"],
         folder=Path(hparams["save_folder"]) / ("SE" if se_only else rule),
         epochs=epochs if train else 0,
-        opt_class=hparams["se_opt_class" if se_only else "joint_opt_class"],
+        opt_class=(
+            hparams["se_opt_class"] if se_only else hparams["joint_opt_class"]
+        ),
         se_loss=hparams["se_loss"],
         se_weight=hparams["se_weight"],
         losses=("se",) if se_only else LOSSES,
@@ -1280,7 +1395,8 @@ def evaluate_gr_sets(
     For each ``name -> manifest``: :func:`evaluate_joint_systems` in
     ``<eval_folder>/<name>`` (``gr_table.md``), then
     ``<output_folder>/results.md`` gathers the tables. Reads the
-    ``eval_*`` hparams, ``seed``, ``eval_folder`` and ``output_folder``.
+    ``eval_*`` hparams, ``seed``, ``sample_rate`` (the systems' rate),
+    ``eval_folder`` and ``output_folder``.
 
     Arguments
     ---------
@@ -1315,6 +1431,7 @@ def evaluate_gr_sets(
             batch_size=hparams["eval_batch_size"],
             device=device,
             title=f"{corpus} {name}, seed {hparams['seed']}",
+            sample_rate=hparams["sample_rate"],
         )
         print(table)
     write_results_summary(
@@ -1380,6 +1497,7 @@ def evaluate_joint_systems(
     device: str = "cpu",
     reference: str = "MTL",
     title: str = "",
+    sample_rate: int = 16000,
 ):
     """Score joint systems: their own WER and the enhanced waveform's.
 
@@ -1420,6 +1538,9 @@ def evaluate_joint_systems(
     reference : str
         System of the relative-WER columns.
     title : str
+    sample_rate : int
+        The systems' own rate (the audio is read at 16 kHz, resampled to
+        it for the systems and back for the unseen recognisers).
 
     Returns
     -------
@@ -1450,6 +1571,7 @@ def evaluate_joint_systems(
                         input_level_dbfs=input_level_dbfs,
                         batch_size=batch_size,
                         device=device,
+                        sample_rate=sample_rate,
                     )
                 )
         own = evaluate(
@@ -1468,7 +1590,15 @@ def evaluate_joint_systems(
         if sb.utils.distributed.if_main_process():
             write_results(own, out_dir / "own", header=title)
     if recognisers:
-        enhancers = OrderedDict((n, e) for n, (e, _) in systems.items())
+        enhancers = OrderedDict(
+            (
+                n,
+                e
+                if sample_rate == 16000
+                else ResampledEnhancer(e, sample_rate),
+            )
+            for n, (e, _) in systems.items()
+        )
         unseen, _ = evaluate_enhancers(
             manifest,
             enhancers,

@@ -601,3 +601,40 @@ def test_pcgrad_per_tensor_hparam_reaches_the_rule():
     }
     assert brains[True].hparams.surgery_rule.rule.per_tensor
     assert not brains[False].hparams.surgery_rule.rule.per_tensor
+
+
+def test_8khz_systems_see_8khz_signals_and_return_16khz():
+    """RATS: the evaluation reads 16 kHz; an 8 kHz system must get its
+    input at 8 kHz (own decoding and unseen path) and hand 16 kHz back."""
+    from robust_brain.methods.gr import JointRecogniser, ResampledEnhancer
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, wavs, lens):
+            seen.append(wavs.shape[-1])
+            return wavs
+
+    asr = ConformerASR(
+        vocab_size=5,
+        sample_rate=8000,
+        d_model=8,
+        nhead=2,
+        d_ffn=16,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        cnn_channels=(2, 2),
+        normalize=False,
+    )
+
+    class Chars:
+        def decode_ids(self, ids):
+            return "".join("abcde"[i] for i in ids)
+
+    rec = JointRecogniser(Probe(), asr, Chars(), "GR", sample_rate=8000)
+    rec.transcribe([np.ones(3200, np.float32) / 9])
+    assert seen == [1600]
+    rec16 = JointRecogniser(Probe(), asr, Chars(), "GR")
+    assert rec16.fingerprint != rec.fingerprint  # the rate is in the cache key
+    out = ResampledEnhancer(Probe(), 8000)(torch.ones(2, 3201), torch.ones(2))
+    assert seen[-1] == 1601 and out.shape == (2, 3201)

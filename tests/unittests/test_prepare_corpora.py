@@ -30,6 +30,7 @@ from robust_brain.data.prepare import (
     prepare_dns_noise,
     prepare_librispeech,
     prepare_musan,
+    prepare_rats,
     prepare_rirs,
     prepare_voicebank,
     prepare_whamr,
@@ -245,6 +246,48 @@ def build_musan(tmp):
         write_audio(root / f"{rel}.wav", 0.25)
         write_text(root / rel.rsplit("/", 1)[0] / "ANNOTATIONS", "x\n")
     return root, {}
+
+
+RATS_DIR = "data/rats_Ach_waveform_8k_joint_enh_asr_"
+RATS_UTTS = {
+    "train": ["10001_A_001", "10001_A_002", "10002_A_001"],
+    "valid": ["20001_A_001"],
+    "test": ["30001_A_001", "30001_A_002"],
+}
+
+
+def build_rats(tmp):
+    """The ESPnet joint enh + ASR data folders of the GR authors' RATS
+    recipe, relative paths as ESPnet writes them (``dump/raw/...``)."""
+    root = tmp / "rats_chA"
+    for split, utts in RATS_UTTS.items():
+        folder = root / f"{RATS_DIR}{split}"
+        scp, spk1, text, u2s = [], [], [], []
+        for i, utt in enumerate(utts):
+            for kind, lines in (("noisy", scp), ("clean", spk1)):
+                rel = f"dump/raw/{split}/{kind}/{utt}.wav"
+                write_audio(root / rel, 0.2 + 0.05 * i, 8000)
+                lines.append(f"{utt} {rel}")
+            text.append(f"{utt} roger that, over {i}")
+            u2s.append(f"{utt} {utt.split('_')[0]}")
+        for name, lines in (
+            ("wav.scp", scp),
+            ("spk1.scp", spk1),
+            ("text_spk1", text),
+            ("utt2spk", u2s),
+        ):
+            write_text(folder / name, "\n".join(lines) + "\n")
+    return root, {}
+
+
+def _rats_scp_line(root, split, name, utt, value):
+    """Replace one utterance's entry of a Kaldi file; return the culprit."""
+    path = root / f"{RATS_DIR}{split}" / name
+    lines = path.read_text().splitlines()
+    number = next(i for i, x in enumerate(lines) if x.split()[0] == utt)
+    lines[number] = f"{utt} {value}".rstrip()
+    path.write_text("\n".join(lines) + "\n")
+    return f"{path}, line {number + 1}"
 
 
 RVB_RIR = "RVB2014_type1_rir_largeroom1_a"
@@ -477,7 +520,29 @@ CASES = {
         },
     ),
 }
+CASES["rats"] = Case(
+    prepare_rats,
+    build_rats,
+    ("train", "valid", "test"),
+    {"normalize_text": False},
+    {
+        "missing_folder": lambda r: _rm(r / f"{RATS_DIR}valid"),
+        "missing_audio": lambda r: _unlink(
+            r / "dump/raw/test/clean/30001_A_002.wav"
+        ),
+        "corrupt_audio": lambda r: _corrupt(
+            r / "dump/raw/train/noisy/10001_A_002.wav"
+        ),
+        "wrong_rate": lambda r: _rate(
+            r / "dump/raw/train/clean/10002_A_001.wav", 16000
+        ),
+        "empty_transcript": lambda r: _rats_scp_line(
+            r, "test", "text_spk1", "30001_A_002", ""
+        ),
+    },
+)
 COLUMNS = {
+    "rats": PAIR_COLUMNS,
     "librispeech": SPEECH_COLUMNS,
     "whamr": SEPARATION_COLUMNS,
     "chime4": PAIR_COLUMNS,
@@ -907,3 +972,75 @@ def test_rirs_missing_rir_list(tmp_path):
     with pytest.raises(PreparationError, match="missing RIR list") as info:
         prepare_rirs(root, tmp_path / "save", sets=["real"])
     assert listing in str(info.value)
+
+
+def test_rats_rows(tmp_path):
+    _, _, paths = run("rats", tmp_path)
+    train = read_manifest(paths["train"], PAIR_COLUMNS)
+    assert [r["ID"] for r in train] == RATS_UTTS["train"]
+    first = train[0]
+    assert (
+        first["noisy_wav"] == "$data_root/dump/raw/train/noisy/10001_A_001.wav"
+    )
+    assert (
+        first["clean_wav"] == "$data_root/dump/raw/train/clean/10001_A_001.wav"
+    )
+    assert first["wrd"] == "ROGER THAT OVER 0"
+    assert first["spk_id"] == "10001"
+    assert first["condition"] == "rats_chA_train"
+    assert float(train[1]["duration"]) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "value", ["sox a.sph -t wav - |", "dump/raw/a.ark:1234", "a.wav 0 1"]
+)
+def test_rats_refuses_pipes_and_arks_naming_the_line(value, tmp_path):
+    root, _ = build_rats(tmp_path)
+    where = _rats_scp_line(root, "train", "wav.scp", "10001_A_002", value)
+    with pytest.raises(PreparationError, match="unsupported .scp entry") as e:
+        prepare_rats(root, tmp_path / "save")
+    assert where in str(e.value)
+    assert not (tmp_path / "save").exists()
+
+
+@pytest.mark.parametrize(
+    "name, missing", [("spk1.scp", "spk1.scp"), ("text_spk1", "text_spk1")]
+)
+def test_rats_utterance_without_clean_or_text(name, missing, tmp_path):
+    root, _ = build_rats(tmp_path)
+    path = root / f"{RATS_DIR}valid" / name
+    path.write_text("")
+    with pytest.raises(PreparationError, match="has no entry in") as e:
+        prepare_rats(root, tmp_path / "save")
+    assert "'20001_A_001'" in str(e.value) and missing in str(e.value)
+
+
+def test_rats_duplicate_and_foreign_utterances(tmp_path):
+    root, _ = build_rats(tmp_path)
+    text = root / f"{RATS_DIR}test" / "text_spk1"
+    text.write_text(text.read_text() + "30001_A_001 again\n")
+    with pytest.raises(PreparationError, match="listed twice"):
+        prepare_rats(root, tmp_path / "save")
+    text.write_text(
+        "30001_A_001 a\n30001_A_002 b\n99999_A_001 not in wav.scp\n"
+    )
+    with pytest.raises(PreparationError, match="'99999_A_001'"):
+        prepare_rats(root, tmp_path / "save")
+
+
+def test_rats_absolute_paths_and_split_folders(tmp_path):
+    root, _ = build_rats(tmp_path)
+    outside = write_audio(tmp_path / "elsewhere" / "n.wav", 0.2, 8000)
+    _rats_scp_line(root, "valid", "wav.scp", "20001_A_001", str(outside))
+    (root / f"{RATS_DIR}valid").rename(root / "data" / "dev")
+    paths = prepare_rats(
+        root,
+        tmp_path / "save",
+        splits=["dev"],
+        split_folders={"dev": "dev"},
+    )
+    (row,) = read_manifest(paths["dev"], PAIR_COLUMNS)
+    assert row["noisy_wav"] == str(outside)  # outside the root: absolute
+    assert row["clean_wav"].startswith("$data_root/dump/raw/valid/clean/")
+    with pytest.raises(ValueError, match="no folder for splits"):
+        prepare_rats(root, tmp_path / "s2", splits=["eval"])

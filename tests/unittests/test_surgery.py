@@ -293,7 +293,10 @@ def test_per_tensor_pcgrad_is_pcgrad_on_each_tensor(pair, cut):
     segments = segments[segments > 0]
     out, _ = S.PCGrad(per_tensor=True)(a, b, segments=segments)
     parts = []
-    for ga, gb in zip(a.split(segments.tolist()), b.split(segments.tolist())):
+    chunks = zip(
+        a.split(segments.tolist()), b.split(segments.tolist()), strict=True
+    )
+    for ga, gb in chunks:
         pb, pa = S.pcgrad(gb, ga)  # aux first, as the rule's combine
         parts.append(pa + pb)
     torch.testing.assert_close(out, torch.cat(parts), rtol=1e-9, atol=1e-9)

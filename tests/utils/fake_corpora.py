@@ -50,15 +50,15 @@ WORDS = ["HELLO", "WORLD", "GOOD", "MORNING", "SPEECH", "NOISE", "QUIET"]
 VERSION = 2  # 2: + the wav2vec2 CTC proxy hub
 
 
-def _audio(path, seconds, seed, channels=1):
+def _audio(path, seconds, seed, channels=1, sr=SR):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
     x = 0.1 * np.sin(2 * np.pi * (120 + 40 * (seed % 7)) * t)
     x = x + 0.003 * rng.normal(size=n)
-    sf.write(path, x, SR)
+    sf.write(path, x, sr)
     return path
 
 
@@ -307,4 +307,44 @@ def build_chime4_gr(root):
             path = root / f"data/transcriptions/{dataset}_{kind}.dot_all"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("\n".join(lines) + "\n")
+    return root
+
+
+def build_rats_gr(root):
+    """The ESPnet joint enh + ASR data folders of the GR authors' RATS
+    channel A recipe, 8 kHz: ``data/rats_Ach_waveform_8k_joint_enh_asr_
+    {train,valid,test}`` with ``wav.scp`` / ``spk1.scp`` / ``text_spk1``
+    pointing at ``dump/raw/...`` (relative, as ESPnet writes them).
+
+    Arguments
+    ---------
+    root : path-like
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    root = Path(root)
+    words = PANGRAM.split()
+    seed = 500
+    for split, n_utts in (("train", 6), ("valid", 2), ("test", 2)):
+        folder = root / f"data/rats_Ach_waveform_8k_joint_enh_asr_{split}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scp, spk1, text = [], [], []
+        for u in range(n_utts):
+            utt = f"{split}_{u:03d}"
+            seconds = 0.6 + 0.1 * (u % 3)
+            for kind, lines, s in (("noisy", scp, seed), ("clean", spk1, seed)):
+                rel = f"dump/raw/{split}/{kind}/{utt}.wav"
+                _audio(root / rel, seconds, s + (kind == "clean"), sr=8000)
+                lines.append(f"{utt} {rel}")
+            k = seed % len(words)
+            text.append(f"{utt} {' '.join(words[k:] + words[:k][:2])}")
+            seed += 1
+        for name, lines in (
+            ("wav.scp", scp),
+            ("spk1.scp", spk1),
+            ("text_spk1", text),
+        ):
+            (folder / name).write_text("\n".join(lines) + "\n")
     return root

@@ -139,6 +139,22 @@ RESOURCES["chime4_gr_fake"] = _chime4_gr
 
 
 @functools.cache
+def _rats_gr() -> str:
+    """RATS channel A stand-in for the GR recipe (ESPnet data folders)."""
+    from tests.utils.fake_corpora import build_rats_gr
+
+    out = RESOURCE_DIR / "rats_gr" / "rats_chA"
+    marker = out.parent / ".complete"
+    if not marker.exists():
+        build_rats_gr(out)
+        marker.write_text("1")
+    return str(out)
+
+
+RESOURCES["rats_gr_fake"] = _rats_gr
+
+
+@functools.cache
 def _miniwhamr_tiny() -> str:
     """A tiny MiniWHAMR corpus (the generator's smallest size: 5/2/2
     mixtures); needs the offline TTS voices of ``robust_brain.data.tts``."""

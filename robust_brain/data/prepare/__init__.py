@@ -15,6 +15,7 @@ from robust_brain.data.prepare.common import PreparationError
 from robust_brain.data.prepare.dns import prepare_dns_noise
 from robust_brain.data.prepare.librispeech import prepare_librispeech
 from robust_brain.data.prepare.musan import prepare_musan
+from robust_brain.data.prepare.rats import prepare_rats
 from robust_brain.data.prepare.rirs import prepare_rirs
 from robust_brain.data.prepare.voicebank import prepare_voicebank
 from robust_brain.data.prepare.whamr import prepare_whamr
@@ -25,6 +26,7 @@ __all__ = [
     "prepare_dns_noise",
     "prepare_librispeech",
     "prepare_musan",
+    "prepare_rats",
     "prepare_rirs",
     "prepare_voicebank",
     "prepare_whamr",
