@@ -31,20 +31,12 @@ Authors
 
 import logging
 import sys
-from pathlib import Path
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_chime4
-from robust_brain.methods.gr import (
-    check_gr_plan,
-    evaluate_gr_sets,
-    split_streams,
-    train_gr_systems,
-    write_transcripts,
-)
-from robust_brain.methods.proxy import train_tokenizer
+from robust_brain.methods.gr import check_gr_plan, run_gr_on_splits
 
 logger = logging.getLogger(__name__)
 
@@ -94,30 +86,14 @@ def main(argv):
     )
     stages, rules = check_gr_plan(hparams)
     paths = prepare(hparams)
-    save = Path(hparams["save_folder"])
-    tokenizer = train_tokenizer(
-        save / "tokenizer",
-        write_transcripts(
-            paths, hparams["train_splits"], save / "tokenizer_text.csv"
-        ),
-        hparams["asr_vocab_size"],
-        hparams["asr_token_type"],
+    run_gr_on_splits(
+        hparams,
+        run_opts,
+        paths,
+        stages,
+        rules,
+        "CHiME-4",
     )
-    data = split_streams(hparams, paths, tokenizer)
-    systems = train_gr_systems(
-        hparams, run_opts, data, tokenizer, stages, rules
-    )
-    if "evaluate" in stages and sb.utils.distributed.if_main_process():
-        device = run_opts.get("device") or sb.utils.distributed.infer_device()
-        evaluate_gr_sets(
-            hparams,
-            {split: paths[split] for split in hparams["eval_splits"]},
-            systems,
-            tokenizer,
-            device,
-            "CHiME-4",
-            data_root=hparams["data_folder"],
-        )
 
 
 if __name__ == "__main__":

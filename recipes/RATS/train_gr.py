@@ -29,20 +29,12 @@ Authors
 
 import logging
 import sys
-from pathlib import Path
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_rats
-from robust_brain.methods.gr import (
-    check_gr_plan,
-    evaluate_gr_sets,
-    split_streams,
-    train_gr_systems,
-    write_transcripts,
-)
-from robust_brain.methods.proxy import train_tokenizer
+from robust_brain.methods.gr import check_gr_plan, run_gr_on_splits
 
 logger = logging.getLogger(__name__)
 
@@ -85,32 +77,15 @@ def main(argv):
     )
     stages, rules = check_gr_plan(hparams)
     paths = prepare(hparams)
-    save = Path(hparams["save_folder"])
-    tokenizer = train_tokenizer(
-        save / "tokenizer",
-        write_transcripts(
-            paths, hparams["train_splits"], save / "tokenizer_text.csv"
-        ),
-        hparams["asr_vocab_size"],
-        hparams["asr_token_type"],
+    run_gr_on_splits(
+        hparams,
+        run_opts,
+        paths,
+        stages,
+        rules,
+        "RATS channel A",
+        data_root=hparams["audio_root"],
     )
-    data = split_streams(hparams, paths, tokenizer)
-    systems = train_gr_systems(
-        hparams, run_opts, data, tokenizer, stages, rules
-    )
-    if "evaluate" in stages and sb.utils.distributed.if_main_process():
-        device = run_opts.get("device") or sb.utils.distributed.infer_device()
-        evaluate_gr_sets(
-            hparams,
-            {split: paths[split] for split in hparams["eval_splits"]},
-            systems,
-            tokenizer,
-            device,
-            "RATS channel A",
-            data_root=hparams["data_folder"]
-            if hparams["audio_root"] is None
-            else hparams["audio_root"],
-        )
 
 
 if __name__ == "__main__":

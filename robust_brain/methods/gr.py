@@ -71,7 +71,7 @@ from robust_brain.methods.d4am import (
     plot_surgery_log,
     write_results_summary,
 )
-from robust_brain.methods.proxy import train_proxy_stage
+from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
 from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.stages import (
     SelectedCheckpoint,
@@ -104,6 +104,7 @@ __all__ = [
     "asr_stage_from_hparams",
     "joint_stage_from_hparams",
     "train_gr_systems",
+    "run_gr_on_splits",
     "evaluate_gr_sets",
     "select_rows",
     "evaluate_joint_systems",
@@ -1377,6 +1378,66 @@ def train_gr_systems(
 
         systems.update(
             run_rules(rules, enhancer, asr, train_stage, seed=hparams["seed"])
+        )
+    return systems
+
+
+def run_gr_on_splits(
+    hparams: Mapping,
+    run_opts,
+    paths: Mapping,
+    stages: Sequence[str],
+    rules: Sequence[str],
+    corpus: str,
+    data_root=None,
+) -> OrderedDict:
+    """The GR recipe on a prepared corpus' split manifests (CHiME-4, RATS):
+    the tokenizer on the ``train_splits`` transcripts, the streams
+    (:func:`split_streams`), :func:`train_gr_systems`, then (``evaluate``,
+    main process) :func:`evaluate_gr_sets` on the ``eval_splits``.
+
+    Arguments
+    ---------
+    hparams, run_opts :
+        The recipe's.
+    paths : mapping
+        Split -> manifest (the preparation's return value).
+    stages, rules : sequence of str
+        From :func:`check_gr_plan`.
+    corpus : str
+        For the table titles.
+    data_root : path-like, optional
+        What ``$data_root`` stands for in the evaluation (default
+        ``data_folder``).
+
+    Returns
+    -------
+    OrderedDict
+        The systems.
+    """
+    save = Path(hparams["save_folder"])
+    tokenizer = train_tokenizer(
+        save / "tokenizer",
+        write_transcripts(
+            paths, hparams["train_splits"], save / "tokenizer_text.csv"
+        ),
+        hparams["asr_vocab_size"],
+        hparams["asr_token_type"],
+    )
+    data = split_streams(hparams, paths, tokenizer)
+    systems = train_gr_systems(
+        hparams, run_opts, data, tokenizer, stages, rules
+    )
+    if "evaluate" in stages and sb.utils.distributed.if_main_process():
+        device = run_opts.get("device") or sb.utils.distributed.infer_device()
+        evaluate_gr_sets(
+            hparams,
+            {split: paths[split] for split in hparams["eval_splits"]},
+            systems,
+            tokenizer,
+            device,
+            corpus,
+            data_root=data_root or hparams["data_folder"],
         )
     return systems
 
