@@ -127,8 +127,10 @@ def baseline(data, out, max_per_condition):
 #: folder under --data), default seed and the CPU-sized overrides of the
 #: README's tables (a GPU runs the recipe defaults on the whole corpus)
 RECIPES = {
-    # 800 transcribed + 200 speech-only training utterances, 60 validation
-    # pairs, 20 test utterances of each of 9 conditions
+    # the README's D4AM table: 800 transcribed + 200 speech-only training
+    # utterances, 60 validation pairs; INIT 10 epochs (waveform L1), every
+    # mode 2 epochs, GRID alpha in {0.1, 1}; 10 test utterances of each of 9
+    # conditions
     "d4am": (
         "recipes/MiniNoisy/train_d4am.py",
         "hparams/d4am_mini.yaml",
@@ -138,8 +140,11 @@ RECIPES = {
             "--train_max_utterances=800",
             "--speech_only_max_utterances=200",
             "--valid_max_utterances=60",
+            "--init_epochs=10",
+            "--mode_epochs=2",
+            "--grid_alphas=[0.1,1.0]",
             "--eval_sets=[test]",
-            "--eval_max_utterances=180",
+            "--eval_max_utterances=90",
             "--eval_conditions=[clean,white_0dB,white_5dB,pink_0dB,pink_5dB,"
             "brown_0dB,brown_5dB,babble_0dB,babble_5dB]",
         ),
