@@ -1115,6 +1115,10 @@ def check_gr_plan(hparams: Mapping) -> tuple[list[str], list[str]]:
     ValueError: pretrained: unknown ['lm']; choose among ('asr', 'se')
     """
     stages = check_stages(hparams["stages"], STAGES)
+    if isinstance(hparams["pretrained"], str):
+        raise ValueError(
+            f"pretrained must be a list, e.g. [{hparams['pretrained']}]"
+        )
     unknown = sorted(set(hparams["pretrained"]) - {"asr", "se"})
     if unknown:
         raise ValueError(
@@ -1151,19 +1155,21 @@ def write_transcripts(paths: Mapping, splits: Sequence[str], out) -> Path:
     return Path(out)
 
 
-def split_streams(hparams: Mapping, paths: Mapping, tokenizer) -> dict:
+def split_streams(
+    hparams: Mapping, paths: Mapping, tokenizer, data_root=None
+) -> dict:
     """The GR streams of a prepared corpus' split manifests (CHiME-4,
     RATS): ``train`` (the ``train_splits`` pairs), ``valid`` (the first
     ``valid_max_utterances`` of ``valid_splits``) and ``asr_train`` (the
     training pairs' noisy AND clean sides, for the ASR pre-training).
-    ``$data_root`` stands for ``data_folder``.
+    ``$data_root`` stands for ``data_root`` (default ``data_folder``).
 
     Returns
     -------
     dict of str to SpeechStream
     """
     text = TokenEncoder(tokenizer)
-    root = hparams["data_folder"]
+    root = data_root or hparams["data_folder"]
     train = []
     for split in hparams["train_splits"]:
         train += read_rows(paths[split], root)
@@ -1407,7 +1413,7 @@ def run_gr_on_splits(
     corpus : str
         For the table titles.
     data_root : path-like, optional
-        What ``$data_root`` stands for in the evaluation (default
+        What ``$data_root`` stands for in the manifests (default
         ``data_folder``).
 
     Returns
@@ -1424,7 +1430,8 @@ def run_gr_on_splits(
         hparams["asr_vocab_size"],
         hparams["asr_token_type"],
     )
-    data = split_streams(hparams, paths, tokenizer)
+    data_root = data_root or hparams["data_folder"]
+    data = split_streams(hparams, paths, tokenizer, data_root)
     systems = train_gr_systems(
         hparams, run_opts, data, tokenizer, stages, rules
     )
@@ -1437,7 +1444,7 @@ def run_gr_on_splits(
             tokenizer,
             device,
             corpus,
-            data_root=data_root or hparams["data_folder"],
+            data_root=data_root,
         )
     return systems
 

@@ -638,3 +638,41 @@ def test_8khz_systems_see_8khz_signals_and_return_16khz():
     assert rec16.fingerprint != rec.fingerprint  # the rate is in the cache key
     out = ResampledEnhancer(Probe(), 8000)(torch.ones(2, 3201), torch.ones(2))
     assert seen[-1] == 1601 and out.shape == (2, 3201)
+
+
+def test_split_streams_read_audio_under_data_root(tmp_path):
+    """RATS with ``audio_root``: the manifests' ``$data_root`` is the audio
+    root, not ``data_folder``; training must find the files there."""
+    from robust_brain.data.prepare import prepare_rats
+    from robust_brain.methods.gr import split_streams
+
+    root, audio = tmp_path / "espnet", tmp_path / "audio"
+    for split in ("train", "valid"):
+        folder = root / f"data/rats_Ach_waveform_8k_joint_enh_asr_{split}"
+        folder.mkdir(parents=True)
+        for kind in ("n", "c"):
+            (audio / split).mkdir(parents=True, exist_ok=True)
+            sf.write(audio / split / f"{kind}.wav", np.ones(800) * 0.1, 8000)
+        (folder / "wav.scp").write_text(f"u {split}/n.wav\n")
+        (folder / "spk1.scp").write_text(f"u {split}/c.wav\n")
+        (folder / "text_spk1").write_text("u HELLO\n")
+    paths = prepare_rats(
+        root, tmp_path / "save", splits=["train", "valid"], audio_root=audio
+    )
+
+    class Chars:
+        def encode_as_ids(self, text):
+            return [1 + ord(c) % 5 for c in text]
+
+    hparams = {
+        "data_folder": str(root),
+        "train_splits": ["train"],
+        "valid_splits": ["valid"],
+        "valid_max_utterances": None,
+    }
+    data = split_streams(hparams, paths, Chars(), data_root=str(audio))
+    item = data["train"][0]
+    assert item["noisy"].numel() == 800 and item["wrd"] == "HELLO"
+    assert len(data["asr_train"]) == 2
+    with pytest.raises(Exception, match="n.wav"):
+        split_streams(hparams, paths, Chars())["train"][0]

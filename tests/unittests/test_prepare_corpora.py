@@ -1044,3 +1044,16 @@ def test_rats_absolute_paths_and_split_folders(tmp_path):
     assert row["clean_wav"].startswith("$data_root/dump/raw/valid/clean/")
     with pytest.raises(ValueError, match="no folder for splits"):
         prepare_rats(root, tmp_path / "s2", splits=["eval"])
+
+
+def test_rats_tags_dropped_and_segments_refused(tmp_path):
+    root, _ = build_rats(tmp_path)
+    _rats_scp_line(
+        root, "valid", "text_spk1", "20001_A_001", "<noise> roger\tthat"
+    )
+    paths = prepare_rats(root, tmp_path / "save")
+    (row,) = read_manifest(paths["valid"], PAIR_COLUMNS)
+    assert row["wrd"] == "ROGER THAT"
+    write_text(root / f"{RATS_DIR}test" / "segments", "u r 0.0 1.0\n")
+    with pytest.raises(PreparationError, match="segments file"):
+        prepare_rats(root, tmp_path / "save2")

@@ -286,7 +286,7 @@ def test_pcgrad_zero_safe():
 @given(vectors(), st.integers(min_value=1, max_value=5))
 def test_per_tensor_pcgrad_is_pcgrad_on_each_tensor(pair, cut):
     """Per tensor, PCGrad must equal the two-task PCGrad of each segment,
-    concatenated (and differ from the global rule where signs differ)."""
+    concatenated."""
     a, b = t(pair[0]), t(pair[1])
     cut = min(cut, a.numel() - 1) if a.numel() > 1 else a.numel()
     segments = torch.tensor([cut, a.numel() - cut])
@@ -300,6 +300,16 @@ def test_per_tensor_pcgrad_is_pcgrad_on_each_tensor(pair, cut):
         pb, pa = S.pcgrad(gb, ga)  # aux first, as the rule's combine
         parts.append(pa + pb)
     torch.testing.assert_close(out, torch.cat(parts), rtol=1e-9, atol=1e-9)
+
+
+def test_per_tensor_pcgrad_differs_from_global_where_signs_differ():
+    # whole vectors agree (dot 1 > 0), the first tensor conflicts (dot -2)
+    g_main, g_aux = t([1.0, 1.0, 1.0]), t([-2.0, 0.0, 3.0])
+    seg = torch.tensor([1, 2])
+    per, _ = S.PCGrad(per_tensor=True)(g_main, g_aux, segments=seg)
+    whole, _ = S.PCGrad(per_tensor=False)(g_main, g_aux, segments=seg)
+    torch.testing.assert_close(whole, g_main + g_aux)
+    torch.testing.assert_close(per, t([0.0, 1.0, 4.0]))
 
 
 def test_per_tensor_pcgrad_zero_tensor_is_finite():

@@ -79,10 +79,10 @@ def read_kaldi_table(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     -------
     >>> import tempfile
     >>> p = Path(tempfile.mkdtemp()) / "text"
-    >>> _ = p.write_text("u1 HELLO  WORLD\\nu2\\n")
+    >>> _ = p.write_text("u1 HELLO  WORLD\\nu2\\nu3\\tTAB\\n")
     >>> t = read_kaldi_table(p)
-    >>> t["u1"][0], t["u2"][0], t["u2"][1].endswith("text, line 2")
-    ('HELLO  WORLD', '', True)
+    >>> t["u1"][0], t["u2"][0], t["u3"][0], t["u2"][1].endswith("text, line 2")
+    ('HELLO  WORLD', '', 'TAB', True)
     >>> _ = p.write_text("u1 A\\nu1 B\\n")
     >>> read_kaldi_table(p)
     Traceback (most recent call last):
@@ -92,12 +92,12 @@ listed twice: .../text, lines 1 and 2
     """
     path = check_file(path, "Kaldi data file")
     table = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
             if not line.strip():
                 continue
-            key, _, value = line.strip().partition(" ")
+            key, *rest = line.split(maxsplit=1)
+            value = rest[0] if rest else ""
             if key in table:
                 first = table[key][1].rsplit("line ", 1)[1]
                 raise PreparationError(
@@ -106,6 +106,19 @@ listed twice: .../text, lines 1 and 2
                 )
             table[key] = (value.strip(), f"{path}, line {number}")
     return table
+
+
+def _drop_tags(text: str) -> str:
+    """Remove ``<...>`` annotation tokens (``<noise>``, ``<no-speech>``).
+
+    Example
+    -------
+    >>> _drop_tags("<noise> roger <no-speech> that")
+    'roger that'
+    """
+    return " ".join(
+        w for w in text.split() if not (w.startswith("<") and w.endswith(">"))
+    )
 
 
 def _audio_path(value: str, where: str, audio_root: Path) -> Path:
@@ -155,8 +168,9 @@ def prepare_rats(
         What relative ``.scp`` paths are relative to, and what
         ``$data_root`` stands for; default ``data_folder``.
     normalize_text : bool
-        Upper-case the transcripts, strip punctuation and ``[...]``
-        event markers (as the other preparations); False: verbatim.
+        Drop ``<...>`` tags (``<noise>``) and ``[...]`` event markers,
+        upper-case, strip punctuation (as the other preparations); False:
+        verbatim.
     sample_rate : int
         Required rate of every noisy and clean file (8000).
     skip_prep : bool
@@ -223,6 +237,11 @@ rats_chA_dev,chA,,
         return tables
 
     def _split_rows(split, folder, base):
+        if (folder / "segments").is_file():
+            raise PreparationError(
+                f"a Kaldi segments file is not supported (wav.scp must list "
+                f"one file per utterance): {folder / 'segments'}"
+            )
         noisy = read_kaldi_table(folder / "wav.scp")
         clean = read_kaldi_table(folder / "spk1.scp")
         text_file = folder / "text_spk1"
@@ -263,6 +282,8 @@ rats_chA_dev,chA,,
                 context=f" (clean reference, {clean_where})",
             )
             raw, text_where = text[utt]
+            if normalize_text:
+                raw = _drop_tags(raw)
             words = prepare_text(raw, normalize_text, text_where)
             rows.append(
                 {
