@@ -22,14 +22,22 @@ LibriSpeech ``conformer_small`` recipe (Fbank(80) -> 2-block CNN front-end
 d_model 144, 5000 tokens; loss 0.3 CTC + 0.7 label-smoothed KL; the
 recipe's global InputNormalization is left out).
 
-Two scenarios:
+Three scenarios:
 
 * ``frozen`` (D4AM): the ASR is frozen (``requires_grad_(False)``,
   ``eval()``, kept in hparams, not in modules); main loss = ASR loss on
   DEMUCS(noisy), aux loss = L1 + multi-resolution STFT loss (the denoiser's
   L1 + MR-STFT regression) of DEMUCS(noisy) to clean; shared = DEMUCS.
-* ``trainable`` (Gradient Remedy): the same losses, both models trainable;
-  shared = DEMUCS, the ASR gets the plain sum (= its own gradient).
+* ``trainable``: the same losses, both models trainable; shared = DEMUCS,
+  the ASR gets the plain sum (= its own gradient).
+* ``gr`` (Gradient Remedy at the paper's sizes, ALGORITHMS.md §2.2): the
+  BLSTM magnitude-mask front-end (STFT 512 / 256, 3 x 896 per direction,
+  ReLU mask; :class:`robust_brain.models.mask_net.MaskNet`) feeding a
+  Conformer CTC/attention ASR of 12 blocks d 256, FFN 2048, kernel 15 and
+  a 6-block decoder (BPE 1000), both trainable; losses 0.7 ASR and 0.3 the
+  official squared magnitude error; shared = the mask net. Its rules are
+  the GR recipes' (MTL = ``Sum (linear)``, ``PCGrad (per tensor)``,
+  ``GradientRemedy``); the issue's target is GR <= 1.15 x MTL.
 
 All brains of a scenario share the SAME module instances and the SAME Adam
 optimizer (its state is allocated once), so every configuration starts a
@@ -87,10 +95,10 @@ from speechbrain.lobes.models.transformer.TransformerASR import (  # noqa: E402
 from speechbrain.nnet.linear import Linear  # noqa: E402
 from speechbrain.nnet.losses import ctc_loss, kldiv_loss  # noqa: E402
 
-import robust_brain.brain as engine  # noqa: E402
 from robust_brain import surgery as S  # noqa: E402
 from robust_brain.brain import DualLossBrain  # noqa: E402
 from robust_brain.models.demucs import Demucs, count_parameters  # noqa: E402
+from robust_brain.models.mask_net import MagnitudeLoss, MaskNet  # noqa: E402
 
 SAMPLE_RATE = 16000
 VOCAB = 5000
@@ -109,6 +117,18 @@ CONFIGS = (
     "PCGrad",
     "GradientRemedy",
 )
+#: the GR paper-size scenario's configs (MTL = "Sum (linear)")
+GR_CONFIGS = (
+    "plain",
+    "floor (plain + aux grad)",
+    "Sum (linear)",
+    "Sum (per-task)",
+    "PCGrad (per tensor)",
+    "GradientRemedy",
+)
+#: GR's loss weights (lambda_SE = 0.3) and BPE size
+GR_SE_WEIGHT = 0.3
+GR_VOCAB = 1000
 
 
 def make_rule(config):
@@ -119,6 +139,7 @@ def make_rule(config):
         "GCLB": (S.GCLB(), False),
         "D4AM": (S.D4AM(), False),
         "PCGrad": (S.PCGrad(), False),
+        "PCGrad (per tensor)": (S.PCGrad(per_tensor=True), False),
         "GradientRemedy": (S.GradientRemedy(per_tensor=True), False),
     }[config]
 
@@ -132,7 +153,14 @@ class ConformerSmallASR(torch.nn.Module):
     """LibriSpeech ``conformer_small``-sized CTC/attention ASR (SpeechBrain
     classes), from waveform to (CTC, decoder) log-probabilities."""
 
-    def __init__(self, vocab=VOCAB, d_model=144):
+    def __init__(
+        self,
+        vocab=VOCAB,
+        d_model=144,
+        num_decoder_layers=4,
+        d_ffn=1024,
+        kernel_size=31,
+    ):
         super().__init__()
         self.fbank = Fbank(n_mels=80)
         self.cnn = ConvolutionFrontEnd(
@@ -150,8 +178,9 @@ class ConformerSmallASR(torch.nn.Module):
             d_model=d_model,
             nhead=4,
             num_encoder_layers=12,
-            num_decoder_layers=4,
-            d_ffn=1024,
+            num_decoder_layers=num_decoder_layers,
+            d_ffn=d_ffn,
+            kernel_size=kernel_size,
             dropout=0.1,
             activation=torch.nn.GELU,
             encoder_module="conformer",
@@ -211,7 +240,7 @@ def se_loss(est, clean):
     return F.l1_loss(est, clean) + 0.5 * sc / n + 0.5 * mag / n
 
 
-def make_batch(batch_size, seconds, device, seed=0):
+def make_batch(batch_size, seconds, device, seed=0, vocab=VOCAB):
     """Random clean/noisy waveforms and random token targets (full
     lengths), already on the device."""
     g = torch.Generator().manual_seed(seed)
@@ -219,7 +248,7 @@ def make_batch(batch_size, seconds, device, seed=0):
     clean = 0.1 * torch.randn(batch_size, n, generator=g)
     noisy = clean + 0.05 * torch.randn(batch_size, n, generator=g)
     n_tok = max(1, round(TOKENS_PER_SECOND * seconds))
-    tokens = torch.randint(3, VOCAB, (batch_size, n_tok), generator=g)
+    tokens = torch.randint(3, vocab, (batch_size, n_tok), generator=g)
     bos = torch.full((batch_size, 1), BOS, dtype=torch.long)
     eos = torch.full((batch_size, 1), EOS, dtype=torch.long)
     batch = {
@@ -251,15 +280,26 @@ class _Task:
         return self.hparams.asr
 
     def compute_forward(self, batch, stage):
-        enh = self.modules["demucs"](batch["noisy"])
+        front = self.modules["front"]
+        if isinstance(front, MaskNet):  # GR: the masked magnitude too
+            enh, mag, _ = front(batch["noisy"], return_magnitude=True)
+        else:
+            enh, mag = front(batch["noisy"]), None
         p_ctc, p_seq = self._asr()(enh, batch["tokens_bos"], batch["wav_lens"])
-        return enh, p_ctc, p_seq
+        return enh, mag, p_ctc, p_seq
 
     def task_losses(self, outputs, batch):
-        enh, p_ctc, p_seq = outputs
+        enh, mag, p_ctc, p_seq = outputs
+        if mag is None:
+            return {
+                "asr": asr_loss(p_ctc, p_seq, batch),
+                "se": se_loss(enh, batch["clean"]),
+            }
+        gr_se = self.hparams.gr_se_loss
+        se = gr_se(enh, batch["clean"], estimate_magnitude=mag)
         return {
-            "asr": asr_loss(p_ctc, p_seq, batch),
-            "se": se_loss(enh, batch["clean"]),
+            "asr": (1 - GR_SE_WEIGHT) * asr_loss(p_ctc, p_seq, batch),
+            "se": GR_SE_WEIGHT * se,
         }
 
 
@@ -281,7 +321,7 @@ class FloorBrain(PlainBrain):
             outputs = self.compute_forward(batch, sb.Stage.TRAIN)
             losses = self.task_losses(outputs, batch)
         shared = [
-            p for p in self.modules["demucs"].parameters() if p.requires_grad
+            p for p in self.modules["front"].parameters() if p.requires_grad
         ]
         torch.autograd.grad(losses["se"], shared, retain_graph=True)
         loss = losses["asr"] + losses["se"]
@@ -297,6 +337,30 @@ class RuleBrain(_Task, DualLossBrain):
         return self.task_losses(outputs, batch)
 
 
+def gr_front_end():
+    """GR's paper-size SE front-end (``tf_masking1``): 3 x BLSTM 896."""
+    return MaskNet(
+        n_fft=512,
+        hop_length=256,
+        num_layers=3,
+        hidden_size=896,
+        dropout=0.5,
+        mask="relu",
+        mask_max=None,
+    )
+
+
+def gr_asr():
+    """GR's paper-size Conformer CTC/attention ASR."""
+    return ConformerSmallASR(
+        vocab=GR_VOCAB,
+        d_model=256,
+        num_decoder_layers=6,
+        d_ffn=2048,
+        kernel_size=15,
+    )
+
+
 class Scenario:
     """Models, shared optimizer and batch of one scenario."""
 
@@ -305,15 +369,23 @@ class Scenario:
         self.args = args
         self.device = device
         torch.manual_seed(0)
-        self.demucs = Demucs().to(device)
-        self.asr = ConformerSmallASR().to(device)
+        vocab = VOCAB
+        if name == "gr":
+            vocab = GR_VOCAB
+            self.configs = GR_CONFIGS
+            self.front = gr_front_end().to(device)
+            self.asr = gr_asr().to(device)
+        else:
+            self.configs = CONFIGS
+            self.front = Demucs().to(device)
+            self.asr = ConformerSmallASR().to(device)
+        self.extra = {"gr_se_loss": MagnitudeLoss(512, 256).to(device)}
         if name == "frozen":
             self.asr.requires_grad_(False).eval()
-            self.modules = {"demucs": self.demucs}
-            self.extra = {"asr": self.asr}
+            self.modules = {"front": self.front}
+            self.extra["asr"] = self.asr
         else:
-            self.modules = {"demucs": self.demucs, "asr": self.asr}
-            self.extra = {}
+            self.modules = {"front": self.front, "asr": self.asr}
         params = [
             p
             for m in self.modules.values()
@@ -323,7 +395,9 @@ class Scenario:
         self.n_trainable = sum(p.numel() for p in params)
         # one Adam for every brain: identical (lazily allocated) state
         self.optimizer = torch.optim.Adam(params, lr=1e-5)
-        self.batch = make_batch(args.batch_size, args.seconds, device)
+        self.batch = make_batch(
+            args.batch_size, args.seconds, device, vocab=vocab
+        )
         self.run_opts = {
             "device": str(device),
             "precision": args.precision,
@@ -345,7 +419,7 @@ class Scenario:
             cls = RuleBrain
             hparams = {
                 "surgery_rule": rule,
-                "shared_modules": ["demucs"],
+                "shared_modules": ["front"],
                 "log_task_gradients": per_task,
             }
         brain = cls(
@@ -399,6 +473,10 @@ class PhaseTimer:
         )
         if isinstance(brain, DualLossBrain):
             brain.rule.forward = self.wrap(brain.rule.forward, "rule")
+            # the engine's per-task backward passes (both losses)
+            brain._backward_tasks = self.wrap(
+                brain._backward_tasks, "task_gradients"
+            )
 
 
 def one_step(brain, batch, device):
@@ -411,18 +489,18 @@ def one_step(brain, batch, device):
 
 def time_scenario(scn, args, device, breakdown, meter=None):
     """Interleaved timing and peak memory of every config."""
-    brains = {config: scn.brain(config) for config in CONFIGS}
+    configs = scn.configs
+    brains = {config: scn.brain(config) for config in configs}
     timer = PhaseTimer(device) if breakdown else None
     if timer is not None:
-        engine.task_gradients = timer.wrap(S.task_gradients, "task_gradients")
         for b in brains.values():
             timer.instrument(b)
-    times = {c: [] for c in CONFIGS}
-    phases = {c: [] for c in CONFIGS}
-    peaks = dict.fromkeys(CONFIGS, 0)
-    n_cfg = len(CONFIGS)
+    times = {c: [] for c in configs}
+    phases = {c: [] for c in configs}
+    peaks = dict.fromkeys(configs, 0)
+    n_cfg = len(configs)
     for rnd in range(args.warmup + args.steps):
-        order = [CONFIGS[(i + rnd) % n_cfg] for i in range(n_cfg)]
+        order = [configs[(i + rnd) % n_cfg] for i in range(n_cfg)]
         for config in order:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -445,7 +523,6 @@ def time_scenario(scn, args, device, breakdown, meter=None):
             file=sys.stderr,
             flush=True,
         )
-    engine.task_gradients = S.task_gradients
     if timer is not None:
         timer.current = None
     if meter is not None:
@@ -509,7 +586,7 @@ def cpu_memory(brains, batch, meter):
     """One extra step per config, after the timing, its peak RSS each."""
     meter.arm()
     peaks = {}
-    for config in CONFIGS:
+    for config in brains:
         meter.reset()
         brains[config].fit_batch(batch)
         peaks[config] = meter.peak_bytes()
@@ -536,7 +613,7 @@ def report(scenario, times, phases, peaks):
         "| ratio to plain |",
         "|---|---:|---:|---:|---:|",
     ]
-    for config in CONFIGS:
+    for config in times:
         t = times[config]
         ratio = statistics.median(a / b for a, b in zip(t, plain, strict=True))
         med = statistics.median(t) * 1e3
@@ -564,7 +641,7 @@ def report(scenario, times, phases, peaks):
             }
         rows.append(row)
     print("\n".join(lines) + "\n")
-    if any(phases[c] for c in CONFIGS):
+    if any(phases[c] for c in times):
         print(
             f"Breakdown ({scenario}, medians in ms; 'backward/other' = "
             "step - measured phases: the joint backward on the linear "
@@ -607,7 +684,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed rounds")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds")
     p.add_argument(
-        "--scenario", choices=("frozen", "trainable", "both"), default="both"
+        "--scenario",
+        choices=("frozen", "trainable", "both", "gr", "all"),
+        default="both",
+        help="both: frozen + trainable; gr: Gradient Remedy at the paper's "
+        "sizes; all: the three",
     )
     p.add_argument(
         "--threads",
@@ -656,9 +737,10 @@ def main(argv=None):
     meter = None
     if device.type == "cpu" and not args.no_memory:
         meter = RSSMeter()
-    scenarios = (
-        ("frozen", "trainable") if args.scenario == "both" else (args.scenario,)
-    )
+    scenarios = {
+        "both": ("frozen", "trainable"),
+        "all": ("frozen", "trainable", "gr"),
+    }.get(args.scenario, (args.scenario,))
     paper = (
         ""
         if (args.batch_size, args.seconds) == (8, 4.0)
@@ -666,6 +748,8 @@ def main(argv=None):
     )
     n_demucs = count_parameters(Demucs())
     n_asr = count_parameters(ConformerSmallASR())
+    n_gr_front = count_parameters(gr_front_end())
+    n_gr_asr = count_parameters(gr_asr())
     dev_name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -675,7 +759,9 @@ def main(argv=None):
         f"**{dev_name}**, torch {torch.__version__}, speechbrain "
         f"{sb.__version__}, {args.precision}, batch {args.batch_size} x "
         f"{args.seconds:g} s{paper}, DEMUCS {n_demucs / 1e6:.2f}M params, ASR "
-        f"{n_asr / 1e6:.2f}M params; {args.warmup} warm-up + {args.steps} "
+        f"{n_asr / 1e6:.2f}M params (scenario gr: mask net "
+        f"{n_gr_front / 1e6:.2f}M, ASR {n_gr_asr / 1e6:.2f}M); "
+        f"{args.warmup} warm-up + {args.steps} "
         "timed rounds, configs interleaved (order rotated per round). "
         "ms/step: median (min-max); time ratio: median over rounds of "
         "config/plain in the same round. Peak memory: "
@@ -692,7 +778,11 @@ def main(argv=None):
     )
     out = {"meta": {**vars(args), "torch": torch.__version__}, "results": {}}
     out["meta"].update(
-        device_name=dev_name, demucs_params=n_demucs, asr_params=n_asr
+        device_name=dev_name,
+        demucs_params=n_demucs,
+        asr_params=n_asr,
+        gr_front_params=n_gr_front,
+        gr_asr_params=n_gr_asr,
     )
     for name in scenarios:
         scn = Scenario(name, args, device)
