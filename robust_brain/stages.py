@@ -16,6 +16,9 @@ best-WER or best-loss checkpoint) stays with the method.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from robust_brain.brain import DualLossBrain
 
 __all__ = [
     "SelectedCheckpoint",
+    "check_stage_settings",
     "check_stages",
     "fit_stage",
     "require_checkpoint",
@@ -65,6 +69,65 @@ def check_stages(stages: Sequence[str], allowed: Sequence[str]) -> list[str]:
     return lowered
 
 
+def check_stage_settings(folder, settings: Mapping) -> None:
+    """Refuse to resume (or reload) a stage trained with other settings.
+
+    The first call writes ``<folder>/stage_settings.json`` (atomically, on
+    the main process); a later call whose ``settings`` differ raises while
+    the folder holds a checkpoint (a resumed stage would mix two
+    configurations, a reloaded one would be reported under the wrong
+    name). A folder without checkpoints just gets the new settings.
+
+    Arguments
+    ---------
+    folder : path-like
+        The stage folder.
+    settings : mapping
+        JSON-serialisable values.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> check_stage_settings(folder, {"rule": "PCGrad", "per_tensor": True})
+    >>> (folder / "save" / "CKPT+x").mkdir(parents=True)  # a checkpoint
+    >>> check_stage_settings(folder, {"rule": "PCGrad", "per_tensor": True})
+    >>> check_stage_settings(folder, {"rule": "PCGrad", "per_tensor": False})
+    Traceback (most recent call last):
+    ...
+    ValueError: .../stage_settings.json: this stage was trained with ...
+    """
+    folder = Path(folder)
+    path = folder / "stage_settings.json"
+    new = json.loads(json.dumps(dict(settings), sort_keys=True))
+    has_ckpt = any((folder / "save").glob("CKPT+*"))
+    if path.is_file() and has_ckpt:
+        old = json.loads(path.read_text())
+        if old != new:
+            diff = ", ".join(
+                f"{k}={old.get(k)!r}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            )
+            now = ", ".join(
+                f"{k}={new.get(k)!r}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            )
+            raise ValueError(
+                f"{path}: this stage was trained with {diff}, now {now}; use "
+                "another output folder (or delete the stage folder to "
+                "retrain it)"
+            )
+        return
+    if sb.utils.distributed.if_main_process():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(new, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+
 def fit_stage(
     brain_class,
     modules: Mapping,
@@ -79,6 +142,7 @@ def fit_stage(
     run_opts=None,
     train_loader_kwargs: Mapping | None = None,
     valid_loader_kwargs: Mapping | None = None,
+    settings: Mapping | None = None,
 ):
     """Build ``brain_class`` for the stage in ``folder`` and fit it.
 
@@ -107,6 +171,10 @@ def fit_stage(
         SpeechBrain run options.
     train_loader_kwargs, valid_loader_kwargs : mapping, optional
         DataLoader options.
+    settings : mapping, optional
+        What defines the stage's training (JSON types: rule, its constants,
+        loss weights): see :func:`check_stage_settings`. A folder holding
+        checkpoints of other settings is refused instead of resumed.
 
     Returns
     -------
@@ -143,6 +211,8 @@ def fit_stage(
     1
     """
     folder = Path(folder)
+    if settings is not None:
+        check_stage_settings(folder, settings)
     counter = sb.utils.epoch_loop.EpochCounter(epochs)
     recs = dict(modules if recoverables is None else recoverables)
     recs["counter"] = counter

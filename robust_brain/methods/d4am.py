@@ -513,9 +513,16 @@ def train_enhancer_stage(
         "ckpt_selection": ckpt_selection,
         **(extra_hparams or {}),
     }
+    rule = surgery_rule
     brain = fit_stage(
         D4AMBrain,
         {"enhancer": enhancer},
+        settings={
+            "mode": mode,
+            "reg_stream_weight": float(reg_stream_weight),
+            "rule": None if rule is None else type(rule).__name__,
+            "grid_alpha": getattr(rule, "w_aux", None),
+        },
         folder=folder,
         epochs=epochs,
         opt_class=opt_class,

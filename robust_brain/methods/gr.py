@@ -994,9 +994,19 @@ def train_joint_stage(
         "ckpt_selection": ckpt_selection,
         **(extra_hparams or {}),
     }
+    extra = dict(extra_hparams or {})
+    settings = {
+        "rule": check_rule(rule),
+        "losses": list(losses),
+        "se_weight": float(se_weight),
+        "remedy_k": float(remedy_k),
+        "remedy_per_tensor": bool(remedy_per_tensor),
+        "pcgrad_per_tensor": bool(extra.get("pcgrad_per_tensor", False)),
+    }
     brain = fit_stage(
         GRBrain,
         modules,
+        settings=settings,
         folder=folder,
         epochs=epochs,
         opt_class=opt_class,

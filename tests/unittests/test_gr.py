@@ -676,3 +676,32 @@ def test_split_streams_read_audio_under_data_root(tmp_path):
     assert len(data["asr_train"]) == 2
     with pytest.raises(Exception, match="n.wav"):
         split_streams(hparams, paths, Chars())["train"][0]
+
+
+def test_stage_trained_with_other_settings_is_refused(stream, tmp_path):
+    """A PCGrad folder trained whole-vector must not be resumed or reloaded
+    as the per-tensor variant (same folder name, other method)."""
+
+    def run(per_tensor, epochs=1):
+        enh, asr = tiny_models()
+        return train_joint_stage(
+            "PCGrad",
+            enh,
+            asr,
+            stream,
+            stream,
+            folder=tmp_path / "PCGrad",
+            epochs=epochs,
+            opt_class=lambda p: torch.optim.Adam(p, lr=1e-3),
+            se_loss=MagnitudeLoss(64, 32),
+            train_loader_kwargs={"batch_size": 4},
+            valid_loader_kwargs={"batch_size": 4},
+            extra_hparams={"pcgrad_per_tensor": per_tensor},
+        )
+
+    run(False)
+    run(False, epochs=0)  # same settings: reloads
+    with pytest.raises(ValueError, match="pcgrad_per_tensor=False, now"):
+        run(True, epochs=0)
+    with pytest.raises(ValueError, match="another output folder"):
+        run(True)
