@@ -257,6 +257,21 @@ def stream(tmp_path_factory):
     return SpeechStream(rows, text_pipeline=TokenEncoder(Chars()))
 
 
+def tiny_asr(**overrides):
+    """A 1 + 1 layer d_model 8 Conformer CTC/attention ASR."""
+    kwargs = {
+        "vocab_size": 8,
+        "d_model": 8,
+        "nhead": 2,
+        "d_ffn": 16,
+        "num_encoder_layers": 1,
+        "num_decoder_layers": 1,
+        "cnn_channels": (2, 2),
+        "normalize": False,
+    }
+    return ConformerASR(**{**kwargs, **overrides})
+
+
 def tiny_models(seed=0):
     torch.manual_seed(seed)
     enh = MaskNet(
@@ -267,17 +282,7 @@ def tiny_models(seed=0):
         mask="sigmoid",
         dropout=0.0,
     )
-    asr = ConformerASR(
-        vocab_size=8,
-        d_model=8,
-        nhead=2,
-        d_ffn=16,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        cnn_channels=(2, 2),
-        dropout=0.0,
-        normalize=False,
-    )
+    asr = tiny_asr(dropout=0.0)
     for m in asr.modules():  # the CNN front-end has its own dropout
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
@@ -458,16 +463,7 @@ def test_asr_statistics_learnt_from_scratch_without_the_graph(stream, tmp_path):
     the flag, an ASR without statistics is refused."""
     torch.manual_seed(0)
     enh, _ = tiny_models()
-    asr = ConformerASR(
-        vocab_size=8,
-        d_model=8,
-        nhead=2,
-        d_ffn=16,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        cnn_channels=(2, 2),
-        normalize=True,
-    )
+    asr = tiny_asr(normalize=True)
     kwargs = {
         "epochs": 1,
         "opt_class": lambda p: torch.optim.Adam(p, lr=1e-3),
@@ -615,17 +611,7 @@ def test_8khz_systems_see_8khz_signals_and_return_16khz():
             seen.append(wavs.shape[-1])
             return wavs
 
-    asr = ConformerASR(
-        vocab_size=5,
-        sample_rate=8000,
-        d_model=8,
-        nhead=2,
-        d_ffn=16,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        cnn_channels=(2, 2),
-        normalize=False,
-    )
+    asr = tiny_asr(vocab_size=5, sample_rate=8000)
 
     class Chars:
         def decode_ids(self, ids):
