@@ -104,18 +104,15 @@ def check_stage_settings(folder, settings: Mapping) -> None:
     if path.is_file() and has_ckpt:
         old = json.loads(path.read_text())
         if old != new:
-            diff = ", ".join(
-                f"{k}={old.get(k)!r}"
+            keys = [
+                k
                 for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)
-            )
-            now = ", ".join(
-                f"{k}={new.get(k)!r}"
-                for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)
-            )
+            ]
+            was = ", ".join(f"{k}={old.get(k)!r}" for k in keys)
+            now = ", ".join(f"{k}={new.get(k)!r}" for k in keys)
             raise ValueError(
-                f"{path}: this stage was trained with {diff}, now {now}; use "
+                f"{path}: this stage was trained with {was}, now {now}; use "
                 "another output folder (or delete the stage folder to "
                 "retrain it)"
             )

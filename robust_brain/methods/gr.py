@@ -994,15 +994,19 @@ def train_joint_stage(
         "ckpt_selection": ckpt_selection,
         **(extra_hparams or {}),
     }
-    extra = dict(extra_hparams or {})
+    # what defines this rule's training (constants of other rules do not)
     settings = {
         "rule": check_rule(rule),
         "losses": list(losses),
         "se_weight": float(se_weight),
-        "remedy_k": float(remedy_k),
-        "remedy_per_tensor": bool(remedy_per_tensor),
-        "pcgrad_per_tensor": bool(extra.get("pcgrad_per_tensor", False)),
     }
+    if settings["rule"].startswith("GR"):
+        settings["remedy_k"] = float(remedy_k)
+        settings["remedy_per_tensor"] = bool(remedy_per_tensor)
+    if settings["rule"] == "PCGrad":
+        settings["pcgrad_per_tensor"] = bool(
+            (extra_hparams or {}).get("pcgrad_per_tensor", False)
+        )
     brain = fit_stage(
         GRBrain,
         modules,
