@@ -257,8 +257,22 @@ def rows(bank):
 
 def _items(loader):
     return [
-        (b.id, b.student.data.clone(), b.teacher.data.clone()) for b in loader
+        (
+            b.id,
+            b.student_ops,
+            b.teacher_ops,
+            b.student.data.clone(),
+            b.teacher.data.clone(),
+        )
+        for b in loader
     ]
+
+
+def _same_signal(a, b):
+    """Same draws, same signal up to float rounding: DataLoader workers run
+    torch with one thread, the main process with several, so reductions
+    may differ in the last bits (a different draw differs by far more)."""
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_items_do_not_depend_on_workers_and_change_with_epoch(bank, rows):
@@ -276,15 +290,17 @@ def test_items_do_not_depend_on_workers_and_change_with_epoch(bank, rows):
         )
 
     single, multi = load(0), load(2)
-    for (ia, sa, ta), (ib, sb, tb) in zip(single, multi, strict=True):
-        assert ia == ib and torch.equal(sa, sb) and torch.equal(ta, tb)
+    assert len(single) == len(multi)
+    for a, b in zip(single, multi, strict=True):
+        assert a[:3] == b[:3]  # ids and the drawn operations
+        assert _same_signal(a[3], b[3]) and _same_signal(a[4], b[4])
     before = data[1]["student"]
     data.set_epoch(1)
-    assert not torch.equal(data[1]["student"], before)
+    assert not _same_signal(data[1]["student"], before)
     data.set_epoch(0)
-    assert torch.equal(data[1]["student"], before)
+    assert _same_signal(data[1]["student"], before)
     other_seed = DistortedSpeech(rows, dist, dist, seed=4, max_samples=12000)
-    assert not torch.equal(other_seed[1]["student"], before)
+    assert not _same_signal(other_seed[1]["student"], before)
 
 
 def test_setup2_teacher_and_student_draw_independently(bank, rows):
