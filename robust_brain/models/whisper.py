@@ -1,0 +1,359 @@
+"""Whisper as a differentiable part of a method (proxy, ASR, encoder,
+teacher).
+
+:class:`WhisperASR` is SpeechBrain's
+``speechbrain.integrations.huggingface.whisper.Whisper`` (so ``source:`` is
+a hub name such as ``openai/whisper-tiny.en`` or a local folder, e.g. one
+written by :func:`robust_brain.pretrained.whisper_checkpoint`) with what a
+loss THROUGH Whisper needs:
+
+* a torch log-mel equal to ``WhisperFeatureExtractor`` per utterance (the
+  wrapper's own takes the dynamic-range maximum over the whole batch);
+* a shorter encoder window: Whisper was trained on 30 s windows and decodes
+  badly from the real frames alone (runaway loops), but a 10 s window of
+  zero padding keeps it in distribution at a third of the cost
+  (``benchmarks/whisper_window.py`` measures it); ``window_seconds=30``
+  is Whisper's own input. :func:`encoder_window` is the one piece that
+  lets transformers' encoder run on fewer than 3000 frames;
+* teacher-forced cross-entropy of transcripts with Whisper's own prompt
+  (``<|startoftranscript|><|notimestamps|>``, plus ``<|en|><|transcribe|>``
+  for multilingual models);
+* free-running greedy decoding (for the method's own WER), with Whisper's
+  token suppression and a bound on the new tokens.
+
+Frozen use (a proxy or teacher through which the loss flows): keep
+``freeze=False``, call ``requires_grad_(False)`` and ``eval()`` and re-apply
+them in ``on_stage_start``; ``freeze=True`` runs under ``no_grad``.
+"""
+
+import contextlib
+import math
+
+import torch
+from speechbrain.integrations.huggingface.whisper import Whisper
+
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160
+#: Mel frames per encoder frame (two convolutions, the second strided).
+FRAMES_PER_ENCODER_FRAME = 2
+
+
+@contextlib.contextmanager
+def encoder_window(encoder, n_positions: int):
+    """Let a transformers ``WhisperEncoder`` run on ``2 * n_positions`` mel
+    frames instead of its 3000.
+
+    transformers refuses any input length but ``2 * max_source_positions``
+    and adds all of ``embed_positions``; inside this context both are cut
+    to the first ``n_positions`` (the sinusoids of the first frames, as in
+    Whisper's own 30 s windows), and restored on exit.
+
+    Arguments
+    ---------
+    encoder : transformers.models.whisper.modeling_whisper.WhisperEncoder
+    n_positions : int
+        Encoder frames (1500 = 30 s).
+
+    Example
+    -------
+    >>> from transformers import WhisperConfig
+    >>> from transformers.models.whisper.modeling_whisper import (
+    ...     WhisperEncoder)
+    >>> enc = WhisperEncoder(WhisperConfig(
+    ...     d_model=8, encoder_layers=1, encoder_attention_heads=2,
+    ...     encoder_ffn_dim=16, num_mel_bins=4, max_source_positions=50))
+    >>> with encoder_window(enc, 10):
+    ...     enc(torch.randn(1, 4, 20)).last_hidden_state.shape
+    torch.Size([1, 10, 8])
+    >>> enc.config.max_source_positions, enc.embed_positions.num_embeddings
+    (50, 50)
+    """
+    full = encoder.embed_positions
+    config = encoder.config
+    if n_positions > full.num_embeddings:
+        raise ValueError(
+            f"Whisper's encoder has {full.num_embeddings} positions; "
+            f"{n_positions} requested"
+        )
+    saved = config.max_source_positions
+    cut = torch.nn.Embedding.from_pretrained(
+        full.weight[:n_positions], freeze=True
+    )
+    encoder.embed_positions, config.max_source_positions = cut, n_positions
+    try:
+        yield encoder
+    finally:
+        encoder.embed_positions, config.max_source_positions = full, saved
+
+
+def sentence_case(text: str) -> str:
+    """Corpus transcripts (upper case, no punctuation) as Whisper writes
+    text: first letter upper case, the rest lower case, ``I`` kept.
+
+    Example
+    -------
+    >>> sentence_case("THE BOAT DRIFTED I'M SURE")
+    "The boat drifted I'm sure"
+    """
+    words = text.strip().lower().split()
+    words = [
+        "I" + w[1:] if w == "i" or w.startswith("i'") else w for w in words
+    ]
+    out = " ".join(words)
+    return out[:1].upper() + out[1:]
+
+
+class WhisperASR(Whisper):
+    """Whisper for losses through it and for its own decoding.
+
+    Arguments
+    ---------
+    source : str
+        Hub name (``openai/whisper-tiny.en``) or local folder.
+    save_path : str
+        Cache folder of SpeechBrain's wrapper.
+    window_seconds : float
+        Encoder window; utterances are zero-padded to it (longer batches
+        get the next whole second, at most 30 s). 30 is Whisper's own.
+    text_style : str
+        ``"sentence"`` (:func:`sentence_case`, for upper-case corpus
+        transcripts) or ``"as_is"``.
+    max_new_tokens : int
+        Bound of greedy decoding.
+    language : str
+        Language token of multilingual models.
+    encoder_only, output_all_hiddens, freeze, freeze_encoder
+        As SpeechBrain's ``Whisper``.
+
+    Example
+    -------
+    >>> from robust_brain.tiny_models import tiny_model_path
+    >>> import tempfile
+    >>> asr = WhisperASR(str(tiny_model_path("whisper")), tempfile.mkdtemp(),
+    ...                  window_seconds=2)
+    >>> wav = torch.randn(2, 16000, requires_grad=True)
+    >>> asr.log_mel(wav).shape
+    torch.Size([2, 80, 200])
+    >>> asr.encode(wav).shape
+    torch.Size([2, 100, 32])
+    """
+
+    def __init__(
+        self,
+        source,
+        save_path,
+        window_seconds: float = 10.0,
+        text_style: str = "sentence",
+        max_new_tokens: int = 96,
+        language: str = "en",
+        encoder_only: bool = False,
+        output_all_hiddens: bool = False,
+        freeze: bool = False,
+        freeze_encoder: bool = False,
+    ):
+        if text_style not in ("sentence", "as_is"):
+            raise ValueError(
+                f"text_style {text_style!r}: use 'sentence' or 'as_is'"
+            )
+        super().__init__(
+            source,
+            save_path,
+            sampling_rate=SAMPLE_RATE,
+            encoder_only=encoder_only,
+            freeze=freeze,
+            freeze_encoder=freeze_encoder,
+            output_all_hiddens=output_all_hiddens,
+            language=language,
+        )
+        self.window_seconds = float(window_seconds)
+        self.text_style = text_style
+        self.max_new_tokens = int(max_new_tokens)
+
+    # ------------------------------------------------------------ features
+    def window_samples(self, n_samples: int) -> int:
+        """Samples of the encoder window for a batch of ``n_samples``."""
+        seconds = max(self.window_seconds, math.ceil(n_samples / SAMPLE_RATE))
+        if seconds > 30:
+            raise ValueError(
+                f"Whisper takes at most 30 s per window; got {n_samples} "
+                "samples"
+            )
+        return int(seconds * SAMPLE_RATE)
+
+    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """Whisper's log-mel of ``wav`` zero-padded to the window, with the
+        dynamic range taken per utterance (as ``WhisperFeatureExtractor``).
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``(batch, time)`` 16 kHz.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, n_mels, window frames)``.
+        """
+        n = self.window_samples(wav.shape[-1])
+        wav = torch.nn.functional.pad(wav, (0, n - wav.shape[-1]))
+        window = torch.hann_window(self._n_fft, device=wav.device)
+        stft = torch.stft(
+            wav.float(),
+            self._n_fft,
+            self._hop_length,
+            window=window,
+            return_complex=True,
+        )
+        power = stft[..., :-1].abs() ** 2
+        log_spec = torch.clamp(self._mel_filters @ power, min=1e-10).log10()
+        peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+        log_spec = torch.maximum(log_spec, peak - 8.0)
+        return (log_spec + 4.0) / 4.0
+
+    def _get_mel(self, wav):
+        # SpeechBrain's forward() path: same features as log_mel
+        return self.log_mel(wav)
+
+    def forward_encoder(self, mel):
+        """Encoder states of log-mels of any window up to 30 s (all layers
+        when ``output_all_hiddens``)."""
+        frames = mel.shape[-1] // FRAMES_PER_ENCODER_FRAME
+        with encoder_window(self.model.encoder, frames):
+            return super().forward_encoder(mel)
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Encoder states of ``(batch, time)`` audio: ``(batch, frames,
+        d_model)`` (stacked layers first when ``output_all_hiddens``); an
+        utterance of N samples fills ``ceil(N / 320)`` frames."""
+        return self.forward_encoder(self.log_mel(wav))
+
+    # --------------------------------------------------------------- tokens
+    def prompt_ids(self) -> list[int]:
+        """Whisper's decoder prompt for English transcription."""
+        ids = [self.bos]
+        if self.is_multilingual:
+            ids += [self.to_language_token(self.language), self.transcribe]
+        return ids + [self.no_timestamps]
+
+    def to_language_token(self, language):
+        """Id of ``<|language|>``."""
+        return self.tokenizer.convert_tokens_to_ids(f"<|{language}|>")
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of one transcript (Whisper's text starts with a
+        space)."""
+        if self.text_style == "sentence":
+            text = sentence_case(text)
+        return self.tokenizer.encode(
+            " " + " ".join(text.split()), add_special_tokens=False
+        )
+
+    def teacher_forcing_batch(self, texts, device=None):
+        """Decoder inputs and labels of transcripts.
+
+        Returns
+        -------
+        inputs : torch.LongTensor
+            ``(batch, L)``: prompt + text, padded with end-of-text.
+        labels : torch.LongTensor
+            ``(batch, L)``: the next token (text + end-of-text), -100 where
+            nothing is predicted (prompt positions and padding).
+        """
+        prompt = self.prompt_ids()
+        seqs = [prompt + self.text_ids(t) + [self.eos] for t in texts]
+        longest = max(len(s) for s in seqs)
+        inputs = torch.full((len(seqs), longest - 1), self.eos)
+        labels = torch.full((len(seqs), longest - 1), -100)
+        for i, s in enumerate(seqs):
+            inputs[i, : len(s) - 1] = torch.tensor(s[:-1])
+            labels[i, len(prompt) - 1 : len(s) - 1] = torch.tensor(
+                s[len(prompt) :]
+            )
+        return inputs.to(device), labels.to(device)
+
+    # ----------------------------------------------------------------- loss
+    def loss(self, wav, texts, reduction: str = "mean"):
+        """Teacher-forced cross-entropy (nats per token) of ``texts`` given
+        ``wav``; differentiable with respect to ``wav``.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``(batch, time)`` 16 kHz.
+        texts : sequence of str
+            Transcripts.
+        reduction : str
+            ``"mean"`` over all tokens of the batch, or ``"batch"`` for the
+            per-utterance means.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        inputs, labels = self.teacher_forcing_batch(texts, wav.device)
+        states = self.encode(wav)
+        if self.output_all_hiddens:
+            states = states[-1]
+        logits, _, _ = self.forward_decoder(states, inputs, use_cache=False)
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        )
+        mask = (labels != -100).float()
+        if reduction == "mean":
+            return (nll * mask).sum() / mask.sum()
+        if reduction == "batch":
+            return (nll * mask).sum(1) / mask.sum(1)
+        raise ValueError(f"reduction {reduction!r}: use 'mean' or 'batch'")
+
+    # ------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def greedy_decode(self, wav: torch.Tensor) -> list[str]:
+        """Free-running greedy transcription (never teacher-forced), with
+        Whisper's suppressed tokens and at most ``max_new_tokens``.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``(batch, time)`` 16 kHz.
+
+        Returns
+        -------
+        list of str
+        """
+        states = self.encode(wav)
+        if self.output_all_hiddens:
+            states = states[-1]
+        prompt = self.prompt_ids()
+        batch = wav.shape[0]
+        ids = torch.tensor([prompt] * batch, device=wav.device)
+        config = self.model.config
+        suppress = list(getattr(config, "suppress_tokens", None) or [])
+        # timestamps and every special token but end-of-text never appear
+        # in a no-timestamps transcription
+        suppress += list(range(self.eos + 1, self.model.config.vocab_size))
+        begin = list(getattr(config, "begin_suppress_tokens", None) or [])
+        done = torch.zeros(batch, dtype=torch.bool, device=wav.device)
+        cache, out = None, []
+        for step in range(self.max_new_tokens):
+            logits, _, cache = self.forward_decoder(
+                states, ids, use_cache=True, past_key_values=cache
+            )
+            logits = logits[:, -1]
+            logits[:, suppress] = -math.inf
+            if step == 0:
+                logits[:, begin] = -math.inf
+            token = logits.argmax(-1)
+            token = torch.where(done, torch.full_like(token, self.eos), token)
+            out.append(token)
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            done |= token == self.eos
+            if bool(done.all()):
+                break
+        tokens = torch.stack(out, 1).tolist() if out else [[]] * batch
+        texts = []
+        for seq in tokens:
+            seq = seq[: seq.index(self.eos)] if self.eos in seq else seq
+            texts.append(
+                self.tokenizer.decode(seq, skip_special_tokens=True).strip()
+            )
+        return texts
