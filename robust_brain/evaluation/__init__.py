@@ -19,6 +19,7 @@ from robust_brain.evaluation.metrics import (
     word_errors,
 )
 from robust_brain.evaluation.normalise import normalise
+from robust_brain.evaluation.peers import build_peer
 from robust_brain.evaluation.recognisers import (
     FasterWhisper,
     HFTransformersASR,
@@ -35,6 +36,7 @@ __all__ = [
     "HFTransformersASR",
     "Recogniser",
     "SpeechBrainASR",
+    "build_peer",
     "build_recogniser",
     "cp_word_errors",
     "cpwer",

@@ -14,6 +14,9 @@ A *system* produces the audio that the recognisers hear, per utterance:
   (SpeechBrain's convention). It returns ``(batch, time)`` for one stream or
   ``(batch, time, streams)`` for a separator; each output is cut back to its
   input's length.
+* ``"peer:NAME[:key=value...]"``: an off-the-shelf enhancer
+  (``deepfilternet3``, ``rnnoise``, ``noisereduce``), run on the fly on
+  CPU as such a callable; see :mod:`robust_brain.evaluation.peers`.
 
 Every stream is transcribed, free-running, by every recogniser (with the
 :class:`~robust_brain.evaluation.cache.TranscriptCache` in front), and scored
@@ -43,6 +46,7 @@ from robust_brain.evaluation.metrics import (
     cp_word_errors,
 )
 from robust_brain.evaluation.normalise import normalise
+from robust_brain.evaluation.peers import build_peer
 from robust_brain.evaluation.recognisers import Recogniser, build_recogniser
 
 SAMPLE_RATE = 16000
@@ -292,8 +296,8 @@ class CallableSystem(System):
 
 
 def make_system(spec, batch_size: int = 8, device: str = "cpu") -> System:
-    """A :class:`System` from a column spec, ``"folder:..."``, a callable or
-    a System.
+    """A :class:`System` from a column spec, ``"folder:..."``,
+    ``"peer:..."``, a callable or a System.
 
     Example
     -------
@@ -301,6 +305,8 @@ def make_system(spec, batch_size: int = 8, device: str = "cpu") -> System:
     ('s1_wav', 's2_wav')
     >>> type(make_system(lambda w, n: w)).__name__
     'CallableSystem'
+    >>> make_system("peer:noisereduce:stationary=1").fn.name
+    'noisereduce:stationary=true'
     """
     if isinstance(spec, System):
         return spec
@@ -308,6 +314,10 @@ def make_system(spec, batch_size: int = 8, device: str = "cpu") -> System:
         return CallableSystem(spec, batch_size=batch_size, device=device)
     if isinstance(spec, str) and spec.startswith("folder:"):
         return FolderSystem(spec[len("folder:") :])
+    if isinstance(spec, str) and spec.startswith("peer:"):
+        # the peers are CPU libraries, whatever device the others use
+        peer = build_peer(spec[len("peer:") :])
+        return CallableSystem(peer, batch_size=batch_size, device="cpu")
     if isinstance(spec, str) and spec:
         return ColumnSystem(spec)
     raise ValueError(f"cannot make a system of {spec!r}")
