@@ -74,8 +74,9 @@ def measure(asr, wavs, texts, batch):
         w = pad_batch(wavs[b : b + batch]).requires_grad_(True)
         t = texts[b : b + batch]
         start = time.perf_counter()
-        loss = asr.loss(w, t, reduction="batch")
-        tokens = torch.tensor([len(asr.text_ids(x)) + 1 for x in t])
+        loss = asr.text_loss(w, t, reduction="batch")
+        tok = asr.text_tokenizer()
+        tokens = torch.tensor([len(tok.encode_as_ids(x)) + 1 for x in t])
         (loss * tokens).sum().div(tokens.sum()).backward()
         times.append(time.perf_counter() - start)
         ce_sum += float((loss.detach() * tokens).sum())

@@ -28,6 +28,7 @@ them in ``on_stage_start``; ``freeze=True`` runs under ``no_grad``.
 
 import contextlib
 import math
+import re
 
 import torch
 from speechbrain.integrations.huggingface.whisper import Whisper
@@ -103,6 +104,78 @@ def sentence_case(text: str) -> str:
     return out[:1].upper() + out[1:]
 
 
+def corpus_words(text: str) -> str:
+    """Whisper's text as the corpora write transcripts: upper-case words,
+    apostrophes kept, other punctuation dropped, hyphens split.
+
+    Example
+    -------
+    >>> corpus_words("Call-forward on, no answer. I'm here!")
+    "CALL FORWARD ON NO ANSWER I'M HERE"
+    """
+    words = re.findall(r"[A-Za-z0-9]+(?:'[A-Za-z]+)*", text.replace("-", " "))
+    return " ".join(w.upper() for w in words)
+
+
+def mask_padding(wav: torch.Tensor, wav_lens=None) -> torch.Tensor:
+    """Zero each utterance beyond its relative length (an enhancer's output
+    there is not silence, and Whisper would hear it).
+
+    Example
+    -------
+    >>> mask_padding(torch.ones(2, 4), torch.tensor([1.0, 0.5]))
+    tensor([[1., 1., 1., 1.],
+            [1., 1., 0., 0.]])
+    """
+    if wav_lens is None:
+        return wav
+    n = wav.shape[-1]
+    keep = torch.arange(n, device=wav.device)[None] < torch.round(
+        wav_lens.to(wav.device)[:, None] * n
+    )
+    return wav * keep.to(wav.dtype)
+
+
+class WhisperTextTokenizer:
+    """Whisper's BPE for transcripts, with the project's tokenizer interface
+    (``encode_as_ids``/``decode_ids``, as SentencePiece), light enough to
+    travel to data-loader workers.
+
+    Arguments
+    ---------
+    tokenizer : transformers tokenizer or str
+        Whisper's tokenizer, or a ``source`` to load it from.
+    text_style : str
+        ``"sentence"`` (:func:`sentence_case`) or ``"as_is"``.
+    """
+
+    def __init__(self, tokenizer, text_style: str = "sentence"):
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        if text_style not in ("sentence", "as_is"):
+            raise ValueError(
+                f"text_style {text_style!r}: use 'sentence' or 'as_is'"
+            )
+        self.tokenizer = tokenizer
+        self.text_style = text_style
+
+    def encode_as_ids(self, text: str) -> list[int]:
+        """Token ids of one transcript (Whisper's text starts with a
+        space)."""
+        if self.text_style == "sentence":
+            text = sentence_case(text)
+        return self.tokenizer.encode(
+            " " + " ".join(text.split()), add_special_tokens=False
+        )
+
+    def decode_ids(self, ids) -> str:
+        """Text of token ids (special tokens dropped)."""
+        ids = [int(i) for i in ids]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
 class WhisperASR(Whisper):
     """Whisper for losses through it and for its own decoding.
 
@@ -151,10 +224,6 @@ class WhisperASR(Whisper):
         freeze: bool = False,
         freeze_encoder: bool = False,
     ):
-        if text_style not in ("sentence", "as_is"):
-            raise ValueError(
-                f"text_style {text_style!r}: use 'sentence' or 'as_is'"
-            )
         super().__init__(
             source,
             save_path,
@@ -166,8 +235,10 @@ class WhisperASR(Whisper):
             language=language,
         )
         self.window_seconds = float(window_seconds)
-        self.text_style = text_style
         self.max_new_tokens = int(max_new_tokens)
+        self._text = None
+        if not encoder_only:
+            self._text = WhisperTextTokenizer(self.tokenizer, text_style)
 
     # ------------------------------------------------------------ features
     def window_samples(self, n_samples: int) -> int:
@@ -232,24 +303,28 @@ class WhisperASR(Whisper):
         """Whisper's decoder prompt for English transcription."""
         ids = [self.bos]
         if self.is_multilingual:
-            ids += [self.to_language_token(self.language), self.transcribe]
+            lang = self.tokenizer.convert_tokens_to_ids(f"<|{self.language}|>")
+            ids += [lang, self.transcribe_token]
         return ids + [self.no_timestamps]
 
-    def to_language_token(self, language):
-        """Id of ``<|language|>``."""
-        return self.tokenizer.convert_tokens_to_ids(f"<|{language}|>")
+    @property
+    def transcribe_token(self) -> int:
+        """Id of ``<|transcribe|>`` (the wrapper's ``transcribe`` is a
+        property of the same name, shadowed by :meth:`transcribe`)."""
+        return self.tokenizer.convert_tokens_to_ids("<|transcribe|>")
 
-    def text_ids(self, text: str) -> list[int]:
-        """Token ids of one transcript (Whisper's text starts with a
-        space)."""
-        if self.text_style == "sentence":
-            text = sentence_case(text)
-        return self.tokenizer.encode(
-            " " + " ".join(text.split()), add_special_tokens=False
-        )
+    def text_tokenizer(self) -> WhisperTextTokenizer:
+        """This model's transcript tokenizer (light, picklable)."""
+        return self._text
 
-    def teacher_forcing_batch(self, texts, device=None):
-        """Decoder inputs and labels of transcripts.
+    def teacher_forcing_batch(self, ids, device=None):
+        """Decoder inputs and labels of transcripts' token ids.
+
+        Arguments
+        ---------
+        ids : sequence of sequences of int
+            Text token ids (no prompt, no end-of-text).
+        device : torch.device, optional
 
         Returns
         -------
@@ -260,7 +335,7 @@ class WhisperASR(Whisper):
             nothing is predicted (prompt positions and padding).
         """
         prompt = self.prompt_ids()
-        seqs = [prompt + self.text_ids(t) + [self.eos] for t in texts]
+        seqs = [prompt + [int(t) for t in x] + [self.eos] for x in ids]
         longest = max(len(s) for s in seqs)
         inputs = torch.full((len(seqs), longest - 1), self.eos)
         labels = torch.full((len(seqs), longest - 1), -100)
@@ -272,16 +347,17 @@ class WhisperASR(Whisper):
         return inputs.to(device), labels.to(device)
 
     # ----------------------------------------------------------------- loss
-    def loss(self, wav, texts, reduction: str = "mean"):
-        """Teacher-forced cross-entropy (nats per token) of ``texts`` given
-        ``wav``; differentiable with respect to ``wav``.
+    def token_loss(self, wav, ids, reduction: str = "mean"):
+        """Teacher-forced cross-entropy (nats per token, end-of-text
+        included) of text token ids given ``wav``; differentiable with
+        respect to ``wav``.
 
         Arguments
         ---------
         wav : torch.Tensor
-            ``(batch, time)`` 16 kHz.
-        texts : sequence of str
-            Transcripts.
+            ``(batch, time)`` 16 kHz, zero beyond each utterance.
+        ids : sequence of sequences of int
+            Text token ids per utterance.
         reduction : str
             ``"mean"`` over all tokens of the batch, or ``"batch"`` for the
             per-utterance means.
@@ -290,7 +366,7 @@ class WhisperASR(Whisper):
         -------
         torch.Tensor
         """
-        inputs, labels = self.teacher_forcing_batch(texts, wav.device)
+        inputs, labels = self.teacher_forcing_batch(ids, wav.device)
         states = self.encode(wav)
         if self.output_all_hiddens:
             states = states[-1]
@@ -304,6 +380,39 @@ class WhisperASR(Whisper):
         if reduction == "batch":
             return (nll * mask).sum(1) / mask.sum(1)
         raise ValueError(f"reduction {reduction!r}: use 'mean' or 'batch'")
+
+    def text_loss(self, wav, texts, wav_lens=None, reduction: str = "mean"):
+        """:meth:`token_loss` of transcripts (styled by ``text_style``)."""
+        tok = self.text_tokenizer()
+        return self.token_loss(
+            mask_padding(wav, wav_lens),
+            [tok.encode_as_ids(t) for t in texts],
+            reduction,
+        )
+
+    def loss(self, wavs, wav_lens, tokens, token_lens, epoch=None):
+        """The recogniser loss of the project's proxies: teacher-forced CE
+        of padded text ids (from :meth:`text_tokenizer`) given the audio.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``(batch, time)``.
+        wav_lens, token_lens : torch.Tensor
+            Relative lengths (SpeechBrain's convention).
+        tokens : torch.LongTensor
+            ``(batch, L)`` padded text ids.
+        epoch : int, optional
+            Unused (the Conformer proxies anneal with it).
+
+        Returns
+        -------
+        torch.Tensor
+            Mean over the batch's tokens.
+        """
+        counts = torch.round(token_lens * tokens.shape[1]).long().tolist()
+        ids = [row[:n] for row, n in zip(tokens.tolist(), counts, strict=True)]
+        return self.token_loss(mask_padding(wavs, wav_lens), ids)
 
     # ------------------------------------------------------------- decoding
     @torch.no_grad()
@@ -357,3 +466,22 @@ class WhisperASR(Whisper):
                 self.tokenizer.decode(seq, skip_special_tokens=True).strip()
             )
         return texts
+
+    def transcribe(self, wavs, wav_lens=None, tokenizer=None) -> list[str]:
+        """Greedy transcripts in the corpus' style (upper-case words, no
+        punctuation), as the project's proxies return them.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+        wav_lens : torch.Tensor, optional
+            Relative lengths; the padding is zeroed first.
+        tokenizer : object, optional
+            Unused (Whisper decodes with its own).
+
+        Returns
+        -------
+        list of str
+        """
+        hyps = self.greedy_decode(mask_padding(wavs, wav_lens))
+        return [corpus_words(h) for h in hyps]

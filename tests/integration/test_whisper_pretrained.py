@@ -145,7 +145,7 @@ def test_loads_through_speechbrain_wrapper_and_gradient_reaches_wave(
     asr = WhisperASR(folder, str(tmp_path), window_seconds=10).eval()
     asr.requires_grad_(False)
     wav = _batch(prompts[1][:2]).requires_grad_(True)
-    loss = asr.loss(wav, prompts[0][:2])
+    loss = asr.text_loss(wav, prompts[0][:2])
     loss.backward()
     assert 0 < loss.item() < 3  # nats per token on clean real speech
     assert torch.isfinite(wav.grad).all() and wav.grad.abs().sum() > 0
@@ -175,6 +175,42 @@ def test_windowed_decoding_transcribes_clean_speech(prompts):
     assert sum(normalise(h) != normalise(t) for h, t in pairs) <= 3, pairs
 
 
+def test_proxy_interface_matches_text_loss(prompts):
+    """As a D4AM proxy: padded corpus token ids + relative lengths give
+    the same CE as the texts, the enhancer's padding is not heard, and
+    transcripts come back in the corpus' style."""
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from robust_brain.data.tts import normalize_words
+
+    asr = WhisperASR(str(whisper_checkpoint("tiny.en")), CACHE).eval()
+    tok = asr.text_tokenizer()
+    texts = [normalize_words(t) for t in prompts[0][:3]]
+    batch = PaddedBatch(
+        [
+            {"wav": torch.from_numpy(w), "tokens": torch.tensor(ids)}
+            for w, ids in zip(
+                prompts[1][:3],
+                [tok.encode_as_ids(t) for t in texts],
+                strict=True,
+            )
+        ]
+    )
+    wavs, lens = batch.wav
+    # what an enhancer may emit beyond each utterance's end
+    beyond = (
+        torch.arange(wavs.shape[1])[None] >= (lens * wavs.shape[1])[:, None]
+    )
+    garbage = wavs + 0.3 * beyond
+    with torch.no_grad():
+        proxy = asr.loss(garbage, lens, *batch.tokens)
+        ref = asr.text_loss(wavs, texts)
+        hyps = asr.transcribe(garbage, lens)
+    assert abs(proxy.item() - ref.item()) < 1e-4
+    assert all(h == h.upper() and "." not in h for h in hyps)
+    assert sum(h == t for h, t in zip(hyps, texts, strict=True)) >= 2
+
+
 def test_sentence_case_targets_match_whisper_style(prompts):
     """Upper-case corpus transcripts become Whisper-style targets with a
     lower CE than as written."""
@@ -186,7 +222,7 @@ def test_sentence_case_targets_match_whisper_style(prompts):
     with torch.no_grad():
         styled = WhisperASR(folder, CACHE, text_style="sentence").eval()
         raw = WhisperASR(folder, CACHE, text_style="as_is").eval()
-        assert styled.loss(wav, upper) < raw.loss(wav, upper)
+        assert styled.text_loss(wav, upper) < raw.text_loss(wav, upper)
     assert sentence_case("I SAID I'M HERE") == "I said I'm here"
 
 
