@@ -9,12 +9,16 @@ To run this recipe (after generating the corpus)::
     # only some stages / modes:
     python recipes/MiniNoisy/train_d4am.py hparams/d4am_mini.yaml \
         --stages=[init,modes] --modes=[D4AM,GRID] --grid_alphas=[1.0]
+    # a real pretrained proxy (Whisper tiny.en), no proxy stage:
+    python recipes/MiniNoisy/train_d4am.py hparams/d4am_whisper_mini.yaml
 
 Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``:
 
 1. ``proxy``: a SentencePiece tokenizer and a small Conformer CTC/attention
    recogniser trained on MiniNoisy clean + noisy training speech (best
-   greedy-CTC WER on the validation pairs), then frozen;
+   greedy-CTC WER on the validation pairs), then frozen. A hparams file
+   whose proxy is pretrained (it defines the proxy's ``tokenizer``, e.g.
+   Whisper in ``d4am_whisper_mini.yaml``) has no such stage;
 2. ``init``: DEMUCS regression pre-training (D4AM's INIT);
 3. ``modes``: each mode of ``modes`` fine-tuned from INIT; GRID runs every
    alpha of ``grid_alphas`` and keeps the one with the lowest proxy WER on
@@ -51,7 +55,7 @@ from robust_brain.methods.d4am import (
     write_results_summary,
 )
 from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
-from robust_brain.models.asr import CTCRecogniser
+from robust_brain.models.asr import CTCRecogniser, freeze
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +119,8 @@ def dataio_prepare(hparams, tokenizer):
         ),
         "valid": SpeechStream(valid_pairs, text_pipeline=text, name="valid"),
     }
+    if "tokenizer" in hparams:  # a pretrained proxy: nothing to train
+        return data
     # the proxy learns from clean AND noisy speech (pre-mixed pairs)
     as_pairs = [dict(r, noisy_wav=r["wav"], clean_wav="") for r in train_clean]
     data["proxy_train"] = SpeechStream(
@@ -154,6 +160,13 @@ def stage_proxy(hparams, run_opts, data, tokenizer, train):
     )
 
 
+def recogniser_roles(hparams):
+    """Which recogniser trained the systems and which only judge them."""
+    proxy = hparams.get("proxy_name", "the offline Conformer proxy")
+    judges = [r for r in hparams["eval_recognisers"] if r != proxy]
+    return f"Trained through: {proxy} (proxy); judged by: {', '.join(judges)}."
+
+
 def stage_evaluate(hparams, systems, proxy, tokenizer, device):
     """Score every system on every evaluation set; write the tables."""
     recognisers = list(hparams["eval_recognisers"])
@@ -161,6 +174,7 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
         recognisers.append(
             CTCRecogniser(proxy, tokenizer, "proxy-ctc", device=device)
         )
+    roles = recogniser_roles(hparams)
     for name in hparams["eval_sets"]:
         manifest = Path(hparams["data_folder"]) / f"{name}_pairs.csv"
         if not manifest.exists():
@@ -178,7 +192,7 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
             cache=hparams["eval_cache"],
             batch_size=hparams["eval_batch_size"],
             device=device,
-            title=f"MiniNoisy {name}, seed {hparams['seed']}",
+            title=f"MiniNoisy {name}, seed {hparams['seed']}. {roles}",
             n_seeds=1,
         )
         print(table)
@@ -199,18 +213,30 @@ def main(argv):
         overrides=overrides,
     )
     stages = check_plan(hparams["stages"], hparams["modes"], STAGES)
-    save = Path(hparams["save_folder"])
-    tokenizer = train_tokenizer(
-        save / "tokenizer",
-        tokenizer_text(hparams),
-        hparams["proxy_vocab_size"],
-        hparams["proxy_token_type"],
-    )
+    # a pretrained proxy (e.g. Whisper) brings its own tokenizer; the
+    # offline Conformer proxy is trained here, with a SentencePiece one
+    pretrained = "tokenizer" in hparams
+    if pretrained and "proxy" in stages:
+        raise ValueError(
+            "stages: 'proxy' trains the offline proxy, but this hparams "
+            "file has a pretrained proxy (it defines `tokenizer`)"
+        )
+    if pretrained:
+        tokenizer = hparams["tokenizer"]
+    else:
+        tokenizer = train_tokenizer(
+            Path(hparams["save_folder"]) / "tokenizer",
+            tokenizer_text(hparams),
+            hparams["proxy_vocab_size"],
+            hparams["proxy_token_type"],
+        )
     data = dataio_prepare(hparams, tokenizer)
     device = run_opts.get("device") or sb.utils.distributed.infer_device()
 
     proxy = None
-    if {"proxy", "modes", "evaluate"} & set(stages):
+    if pretrained:
+        proxy = freeze(hparams["proxy"])
+    elif {"proxy", "modes", "evaluate"} & set(stages):
         proxy = stage_proxy(
             hparams, run_opts, data, tokenizer, train="proxy" in stages
         )

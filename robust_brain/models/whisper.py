@@ -28,6 +28,7 @@ them in ``on_stage_start``; ``freeze=True`` runs under ``no_grad``.
 
 import contextlib
 import math
+import os
 import re
 
 import torch
@@ -150,10 +151,10 @@ class WhisperTextTokenizer:
     """
 
     def __init__(self, tokenizer, text_style: str = "sentence"):
-        if isinstance(tokenizer, str):
+        if isinstance(tokenizer, str | os.PathLike):
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         if text_style not in ("sentence", "as_is"):
             raise ValueError(
                 f"text_style {text_style!r}: use 'sentence' or 'as_is'"
@@ -225,8 +226,8 @@ class WhisperASR(Whisper):
         freeze_encoder: bool = False,
     ):
         super().__init__(
-            source,
-            save_path,
+            str(source),  # SpeechBrain's wrapper needs str, not Path
+            str(save_path),
             sampling_rate=SAMPLE_RATE,
             encoder_only=encoder_only,
             freeze=freeze,
