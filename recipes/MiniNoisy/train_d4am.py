@@ -50,6 +50,7 @@ from robust_brain.data.streams import (
 )
 from robust_brain.methods.d4am import (
     check_plan,
+    dry_variants,
     evaluate_enhancers,
     train_systems,
     write_results_summary,
@@ -182,13 +183,14 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
             continue
         _, table = evaluate_enhancers(
             manifest,
-            systems,
+            dry_variants(systems, hparams["eval_dry"]),
             recognisers,
             Path(hparams["eval_folder"]) / name,
             input_level_dbfs=hparams["eval_input_level_dbfs"],
             max_utterances=hparams["eval_max_utterances"],
             conditions=hparams["eval_conditions"],
             include_clean=hparams["eval_include_clean"],
+            peers=hparams.get("eval_peers"),
             cache=hparams["eval_cache"],
             batch_size=hparams["eval_batch_size"],
             device=device,

@@ -869,6 +869,30 @@ def d4am_table(
     return "\n".join(lines)
 
 
+def dry_variants(enhancers: Mapping, values: Sequence[float]) -> dict:
+    """The enhancers, then each again at every non-zero dry/wet value
+    (``NAME@dry<v>``: ``(1 - v) * enhanced + v * noisy``, DEMUCS' ``dry``).
+
+    Example
+    -------
+    >>> from robust_brain.models import Demucs
+    >>> out = dry_variants({"INIT": Demucs(hidden=4, depth=2)}, [0, 0.5])
+    >>> list(out), out["INIT@dry0.5"].dry, out["INIT"].dry
+    (['INIT', 'INIT@dry0.5'], 0.5, 0.0)
+    """
+    out = dict(enhancers)
+    for value in values:
+        if not value:
+            continue
+        for name, enh in enhancers.items():
+            if not hasattr(enh, "dry"):
+                raise ValueError(f"{name}: its enhancer has no dry/wet knob")
+            variant = copy.deepcopy(enh)
+            variant.dry = float(value)
+            out[f"{name}@dry{value:g}"] = variant
+    return out
+
+
 def evaluate_enhancers(
     manifest,
     enhancers: Mapping[str, torch.nn.Module],
@@ -879,6 +903,7 @@ def evaluate_enhancers(
     input_level_dbfs: float | None = -25.0,
     include_noisy: bool = True,
     include_clean: bool = False,
+    peers: Mapping[str, str] | None = None,
     max_utterances: int | None = None,
     conditions: Sequence[str] | None = None,
     cache=None,
@@ -911,6 +936,11 @@ def evaluate_enhancers(
         Input level of the enhancers.
     include_noisy, include_clean : bool
         Add the NOIS / CLEAN systems.
+    peers : mapping of str to str, optional
+        Off-the-shelf front-ends a user would pick instead, name ->
+        ``NAME[:key=value...]`` of :func:`robust_brain.evaluation.build_peer`
+        (e.g. ``{"DFN3": "deepfilternet3"}``); they hear the noisy files,
+        as NOIS.
     max_utterances : int, optional
         Keep the first N rows (after the condition filter; quick runs).
     conditions : sequence of str, optional
@@ -946,6 +976,8 @@ def evaluate_enhancers(
     systems = OrderedDict()
     if include_noisy:
         systems["NOIS"] = "noisy_wav"
+    for name, spec in (peers or {}).items():
+        systems[name] = f"peer:{spec}"
     for name, enh in enhancers.items():
         enh.eval()
         systems[name] = LevelNormalizedEnhancer(enh, input_level_dbfs).eval()

@@ -321,6 +321,10 @@ class Demucs(nn.Module):
     resample_zeros : int
         Half-width of the windowed-sinc resampling kernels, in input-rate
         samples (each filter adds this much lookahead).
+    dry : float
+        The official denoiser's dry/wet knob: the output is ``(1 - dry) *
+        enhanced + dry * input`` (0: enhanced only). An attribute, so it can
+        be set on a trained model at inference.
 
     Example
     -------
@@ -353,8 +357,14 @@ class Demucs(nn.Module):
         floor: float = 1e-3,
         sample_rate: int = 16000,
         resample_zeros: int = 32,
+        dry: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= dry <= 1.0 or (dry and chin != chout):
+            raise ValueError(
+                f"dry must be in [0, 1] (and needs chin == chout), got {dry}"
+            )
+        self.dry = float(dry)
         if int(resample) != resample or resample < 1:
             raise ValueError(f"resample must be a positive int, got {resample}")
         if depth < 1 or kernel_size < 1 or stride < 1 or resample_zeros < 1:
@@ -551,6 +561,7 @@ class Demucs(nn.Module):
                 f"shape {tuple(wav.shape)}"
             )
         batch, _, length = x.shape
+        noisy = x
 
         mask = None
         if lengths is not None:
@@ -595,6 +606,8 @@ class Demucs(nn.Module):
 
         if std is not None:
             x = std * x
+        if self.dry:
+            x = (1.0 - self.dry) * x + self.dry * noisy
         if mask is not None:
             x = x * mask.unsqueeze(1).to(x.dtype)
         if wav.dim() == 2:

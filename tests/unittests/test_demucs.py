@@ -368,3 +368,21 @@ def test_resampler(factor):
     m = torch.arange(400 * factor, dtype=torch.float64)
     high = torch.sin(2 * math.pi * (1 - 0.11) / factor * m).view(1, 1, -1)
     assert sinc_downsample(high, factor)[..., 40:-40].abs().max() < 1e-2
+
+
+def test_dry_mixes_the_input_back():
+    torch.manual_seed(0)
+    model = Demucs(hidden=4, depth=2, causal=False).eval()
+    x = torch.randn(2, 800)
+    lens = torch.tensor([1.0, 0.5])
+    with torch.no_grad():
+        wet = model(x, lens)
+        model.dry = 0.25
+        mixed = model(x, lens)
+        model.dry = 1.0
+        dry = model(x, lens)
+    keep = torch.arange(800)[None] < torch.tensor([[800], [400]])
+    torch.testing.assert_close(dry, x * keep)
+    torch.testing.assert_close(mixed, 0.75 * wet + 0.25 * x * keep)
+    with pytest.raises(ValueError, match="dry must be in"):
+        Demucs(hidden=4, depth=2, dry=1.5)
