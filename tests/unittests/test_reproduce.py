@@ -68,3 +68,28 @@ def test_default_seed_is_the_recipe_seed(tmp_path, monkeypatch):
 def test_every_recipe_and_hparams_file_exists():
     for script, hparams, *_ in reproduce.RECIPES.values():
         assert (ROOT / script).exists() and (ROOT / hparams).exists()
+
+
+def test_quick_job_is_the_default_and_resumes(tmp_path, monkeypatch):
+    """Without --full: the small corpus, then D4AM with the Whisper proxy
+    and the quick overrides; a finished run is read back."""
+    calls = []
+
+    def run(cmd, cwd=None, check=False):
+        if "robust_brain.data.generate" in cmd:
+            calls.append(cmd)
+            return subprocess.CompletedProcess(cmd, 0)
+        return fake_recipe(calls)(cmd, cwd, check)
+
+    monkeypatch.setattr(reproduce.subprocess, "run", run)
+    out, data = tmp_path / "out", tmp_path / "data"
+    reproduce.main(["--out", str(out), "--data", str(data), "--device=cpu"])
+    generate, d4am = calls
+    assert generate[generate.index("--size") + 1] == "0.3"
+    assert generate[generate.index("--corpus") + 1] == "mininoisy"
+    assert d4am[2].endswith("hparams/d4am_whisper_mini.yaml")
+    for flag in reproduce.QUICK_D4AM:
+        assert flag in d4am
+    assert (out / "report.md").read_text() == "| table seed 1986 |\n"
+    reproduce.main(["--out", str(out), "--data", str(data), "--device=cpu"])
+    assert len(calls) == 3  # the corpus step only (it skips itself)
