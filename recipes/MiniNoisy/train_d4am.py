@@ -191,6 +191,7 @@ def stage_evaluate(hparams, systems, proxy, tokenizer, device):
             conditions=hparams["eval_conditions"],
             include_clean=hparams["eval_include_clean"],
             peers=hparams.get("eval_peers"),
+            signal_metrics=hparams.get("eval_signal_metrics", ("si_sdr",)),
             cache=hparams["eval_cache"],
             batch_size=hparams["eval_batch_size"],
             device=device,

@@ -8,6 +8,9 @@
 * :func:`si_sdr`, :func:`stoi`, :func:`pesq_wb`: scale-invariant SDR (dB),
   short-time objective intelligibility (pystoi) and wide-band PESQ (pesq), all
   at 16 kHz, on 1-D float arrays.
+* :func:`level_db`, :func:`lag_ms`, :func:`high_band_db`: what a front-end
+  did to the level, timing and bandwidth of speech (diagnostics of why a
+  recogniser likes or dislikes it).
 
 Corpus-level rates are POOLED: total errors over total reference words.
 """
@@ -307,7 +310,70 @@ def pesq_wb(ref, est, sample_rate: int = SAMPLE_RATE) -> float:
 
 
 #: Signal metrics by name: f(ref, est) -> float.
-SIGNAL_METRICS = {"si_sdr": si_sdr, "stoi": stoi, "pesq": pesq_wb}
+def level_db(ref, est) -> float:
+    """Level of ``est`` relative to ``ref`` (RMS, dB): what a front-end
+    did to the loudness a recogniser hears.
+
+    Example
+    -------
+    >>> x = np.sin(np.arange(8000) / 5.0)
+    >>> round(level_db(x, 0.5 * x), 2)
+    -6.02
+    """
+    ref, est = _as_pair(ref, est)
+    power = np.mean(est**2) + 1e-20
+    return float(10 * np.log10(power / (np.mean(ref**2) + 1e-20)))
+
+
+def lag_ms(ref, est, sample_rate: int = SAMPLE_RATE, max_ms=100.0) -> float:
+    """Delay of ``est`` behind ``ref`` (ms; the cross-correlation peak
+    within ``max_ms``): a front-end's latency shifts the words.
+
+    Example
+    -------
+    >>> x = np.random.default_rng(0).standard_normal(8000)
+    >>> lag_ms(x, np.concatenate([np.zeros(160), x[:-160]]))
+    10.0
+    """
+    ref, est = _as_pair(ref, est)
+    n = len(ref)
+    spec = np.fft.rfft(est, 2 * n) * np.conj(np.fft.rfft(ref, 2 * n))
+    corr = np.fft.irfft(spec, 2 * n)
+    reach = int(max_ms * sample_rate / 1000)
+    lags = np.r_[np.arange(0, reach + 1), np.arange(-reach, 0)]
+    best = lags[np.argmax(np.abs(corr[lags]))]
+    return float(1000 * best / sample_rate)
+
+
+def high_band_db(ref, est, sample_rate: int = SAMPLE_RATE, cut_hz=4000.0):
+    """Energy above ``cut_hz`` of ``est`` relative to ``ref`` (dB): lost
+    bandwidth (negative) or added high-frequency artefacts (positive).
+
+    Example
+    -------
+    >>> t = np.arange(16000) / 16000
+    >>> ref = np.sin(2 * np.pi * 500 * t) + np.sin(2 * np.pi * 6000 * t)
+    >>> round(high_band_db(ref, np.sin(2 * np.pi * 500 * t)), 0) < -100
+    True
+    """
+    ref, est = _as_pair(ref, est)
+    freqs = np.fft.rfftfreq(len(ref), 1 / sample_rate)
+    band = freqs >= cut_hz
+
+    def energy(x):
+        return np.sum(np.abs(np.fft.rfft(x))[band] ** 2) + 1e-20
+
+    return float(10 * np.log10(energy(est) / energy(ref)))
+
+
+SIGNAL_METRICS = {
+    "si_sdr": si_sdr,
+    "stoi": stoi,
+    "pesq": pesq_wb,
+    "level_db": level_db,
+    "lag_ms": lag_ms,
+    "high_band_db": high_band_db,
+}
 
 
 def best_source_assignment(
