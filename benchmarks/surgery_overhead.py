@@ -22,7 +22,7 @@ LibriSpeech ``conformer_small`` recipe (Fbank(80) -> 2-block CNN front-end
 d_model 144, 5000 tokens; loss 0.3 CTC + 0.7 label-smoothed KL; the
 recipe's global InputNormalization is left out).
 
-Three scenarios:
+Four scenarios:
 
 * ``frozen`` (D4AM): the ASR is frozen (``requires_grad_(False)``,
   ``eval()``, kept in hparams, not in modules); main loss = ASR loss on
@@ -30,6 +30,11 @@ Three scenarios:
   L1 + MR-STFT regression) of DEMUCS(noisy) to clean; shared = DEMUCS.
 * ``trainable``: the same losses, both models trainable; shared = DEMUCS,
   the ASR gets the plain sum (= its own gradient).
+* ``whisper`` (D4AM with a REAL pretrained proxy): DEMUCS dns48 in
+  front of the frozen Whisper (``--whisper tiny.en|base``, converted from
+  the pip packages; :class:`robust_brain.models.whisper.WhisperASR`, 10 s
+  window); main loss = Whisper's teacher-forced cross-entropy, aux = L1 +
+  MR-STFT; configs plain, ``Sum (linear)``, ``GCLB``, ``D4AM``.
 * ``gr`` (Gradient Remedy at the paper's sizes, ALGORITHMS.md §2.2): the
   BLSTM magnitude-mask front-end (STFT 512 / 256, 3 x 896 per direction,
   ReLU mask; :class:`robust_brain.models.mask_net.MaskNet`) feeding a
@@ -76,6 +81,7 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +105,8 @@ from robust_brain import surgery as S  # noqa: E402
 from robust_brain.brain import DualLossBrain  # noqa: E402
 from robust_brain.models.demucs import Demucs, count_parameters  # noqa: E402
 from robust_brain.models.mask_net import MagnitudeLoss, MaskNet  # noqa: E402
+from robust_brain.models.whisper import WhisperASR  # noqa: E402
+from robust_brain.pretrained import whisper_checkpoint  # noqa: E402
 
 SAMPLE_RATE = 16000
 VOCAB = 5000
@@ -117,6 +125,8 @@ CONFIGS = (
     "PCGrad",
     "GradientRemedy",
 )
+#: the Whisper-proxy scenario's configs (D4AM with a real pretrained proxy)
+WHISPER_CONFIGS = ("plain", "Sum (linear)", "GCLB", "D4AM")
 #: the GR paper-size scenario's configs (MTL = "Sum (linear)")
 GR_CONFIGS = (
     "plain",
@@ -285,11 +295,16 @@ class _Task:
             enh, mag, _ = front(batch["noisy"], return_magnitude=True)
         else:
             enh, mag = front(batch["noisy"]), None
-        p_ctc, p_seq = self._asr()(enh, batch["tokens_bos"], batch["wav_lens"])
+        asr = self._asr()
+        if isinstance(asr, WhisperASR):  # its teacher-forced CE
+            return enh, mag, asr.token_loss(enh, batch["whisper_ids"]), None
+        p_ctc, p_seq = asr(enh, batch["tokens_bos"], batch["wav_lens"])
         return enh, mag, p_ctc, p_seq
 
     def task_losses(self, outputs, batch):
         enh, mag, p_ctc, p_seq = outputs
+        if p_seq is None:  # Whisper: p_ctc holds its loss
+            return {"asr": p_ctc, "se": se_loss(enh, batch["clean"])}
         if mag is None:
             return {
                 "asr": asr_loss(p_ctc, p_seq, batch),
@@ -375,12 +390,18 @@ class Scenario:
             self.configs = GR_CONFIGS
             self.front = gr_front_end().to(device)
             self.asr = gr_asr().to(device)
+        elif name == "whisper":
+            self.configs = WHISPER_CONFIGS
+            self.front = Demucs().to(device)
+            self.asr = WhisperASR(
+                whisper_checkpoint(args.whisper), tempfile.mkdtemp()
+            ).to(device)
         else:
             self.configs = CONFIGS
             self.front = Demucs().to(device)
             self.asr = ConformerSmallASR().to(device)
         self.extra = {"gr_se_loss": MagnitudeLoss(512, 256).to(device)}
-        if name == "frozen":
+        if name in ("frozen", "whisper"):
             self.asr.requires_grad_(False).eval()
             self.modules = {"front": self.front}
             self.extra["asr"] = self.asr
@@ -398,6 +419,11 @@ class Scenario:
         self.batch = make_batch(
             args.batch_size, args.seconds, device, vocab=vocab
         )
+        # Whisper text tokens (below its end-of-text id), same count
+        g = torch.Generator().manual_seed(1)
+        self.batch["whisper_ids"] = torch.randint(
+            300, 20000, self.batch["tokens"].shape, generator=g
+        ).tolist()
         self.run_opts = {
             "device": str(device),
             "precision": args.precision,
@@ -685,10 +711,16 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds")
     p.add_argument(
         "--scenario",
-        choices=("frozen", "trainable", "both", "gr", "all"),
+        choices=("frozen", "trainable", "both", "gr", "whisper", "all"),
         default="both",
         help="both: frozen + trainable; gr: Gradient Remedy at the paper's "
-        "sizes; all: the three",
+        "sizes; whisper: D4AM with the real Whisper as the frozen proxy; "
+        "all: frozen, trainable, gr",
+    )
+    p.add_argument(
+        "--whisper",
+        default="tiny.en",
+        help="scenario whisper: tiny.en, base or a CTranslate2 folder",
     )
     p.add_argument(
         "--threads",
