@@ -268,6 +268,7 @@ QUICK_D4AM = (
     "--eval_max_utterances=24",
     "--eval_recognisers=[whisper-base]",
     "--eval_include_clean=False",
+    "--num_workers=1",
 )
 
 
