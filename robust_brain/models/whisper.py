@@ -299,6 +299,11 @@ class WhisperASR(Whisper):
         utterance of N samples fills ``ceil(N / 320)`` frames."""
         return self.forward_encoder(self.log_mel(wav))
 
+    def decoder_states(self, wav: torch.Tensor) -> torch.Tensor:
+        """The encoder output the decoder attends to (the last layer)."""
+        states = self.encode(wav)
+        return states[-1] if self.output_all_hiddens else states
+
     # --------------------------------------------------------------- tokens
     def prompt_ids(self) -> list[int]:
         """Whisper's decoder prompt for English transcription."""
@@ -368,9 +373,7 @@ class WhisperASR(Whisper):
         torch.Tensor
         """
         inputs, labels = self.teacher_forcing_batch(ids, wav.device)
-        states = self.encode(wav)
-        if self.output_all_hiddens:
-            states = states[-1]
+        states = self.decoder_states(wav)
         logits, _, _ = self.forward_decoder(states, inputs, use_cache=False)
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
@@ -430,9 +433,7 @@ class WhisperASR(Whisper):
         -------
         list of str
         """
-        states = self.encode(wav)
-        if self.output_all_hiddens:
-            states = states[-1]
+        states = self.decoder_states(wav)
         prompt = self.prompt_ids()
         batch = wav.shape[0]
         ids = torch.tensor([prompt] * batch, device=wav.device)
