@@ -29,10 +29,11 @@ them in ``on_stage_start``; ``freeze=True`` runs under ``no_grad``.
 import contextlib
 import math
 import os
-import re
 
 import torch
 from speechbrain.integrations.huggingface.whisper import Whisper
+
+from robust_brain.data.tts import normalize_words
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160
@@ -103,19 +104,6 @@ def sentence_case(text: str) -> str:
     ]
     out = " ".join(words)
     return out[:1].upper() + out[1:]
-
-
-def corpus_words(text: str) -> str:
-    """Whisper's text as the corpora write transcripts: upper-case words,
-    apostrophes kept, other punctuation dropped, hyphens split.
-
-    Example
-    -------
-    >>> corpus_words("Call-forward on, no answer. I'm here!")
-    "CALL FORWARD ON NO ANSWER I'M HERE"
-    """
-    words = re.findall(r"[A-Za-z0-9]+(?:'[A-Za-z]+)*", text.replace("-", " "))
-    return " ".join(w.upper() for w in words)
 
 
 def mask_padding(wav: torch.Tensor, wav_lens=None) -> torch.Tensor:
@@ -486,4 +474,4 @@ class WhisperASR(Whisper):
         list of str
         """
         hyps = self.greedy_decode(mask_padding(wavs, wav_lens))
-        return [corpus_words(h) for h in hyps]
+        return [normalize_words(h) for h in hyps]
