@@ -54,6 +54,7 @@ from robust_brain.methods.d4am import (
     check_plan,
     evaluate_enhancers,
     load_enhancer_weights,
+    recogniser_roles,
     train_systems,
     write_results_summary,
 )
@@ -151,10 +152,13 @@ def loader(hparams, shuffle):
 
 
 def load_proxy(hparams):
-    """The hub proxy and its tokenizer, through the Pretrainer; frozen."""
-    pretrainer = hparams["pretrainer"]
-    sb.utils.distributed.run_on_main(pretrainer.collect_files)
-    pretrainer.load_collected()
+    """The hub proxy and its tokenizer, through the Pretrainer when the
+    hparams have one (a transformers wrapper such as Whisper loads its
+    ``source`` itself); frozen."""
+    if "pretrainer" in hparams:
+        pretrainer = hparams["pretrainer"]
+        sb.utils.distributed.run_on_main(pretrainer.collect_files)
+        pretrainer.load_collected()
     return freeze(hparams["proxy"]), hparams["tokenizer"]
 
 
@@ -176,6 +180,7 @@ def stage_evaluate(hparams, paths, systems, proxy, tokenizer, device):
                 sets.append(
                     (f"mininoisy_{name}", root / f"{name}_pairs.csv", root)
                 )
+    roles = recogniser_roles(hparams)
     for name, manifest, data_root in sets:
         _, table = evaluate_enhancers(
             manifest,
@@ -187,10 +192,11 @@ def stage_evaluate(hparams, paths, systems, proxy, tokenizer, device):
             max_utterances=hparams["eval_max_utterances"],
             conditions=hparams["eval_conditions"],
             include_clean=hparams["eval_include_clean"],
+            peers=hparams.get("eval_peers"),
             cache=hparams["eval_cache"],
             batch_size=hparams["eval_batch_size"],
             device=device,
-            title=f"{name}, seed {hparams['seed']}",
+            title=f"{name}, seed {hparams['seed']}. {roles}",
         )
         print(table)
     # every set evaluated so far (also by earlier runs with other sets)

@@ -52,6 +52,7 @@ from robust_brain.methods.d4am import (
     check_plan,
     dry_variants,
     evaluate_enhancers,
+    recogniser_roles,
     train_systems,
     write_results_summary,
 )
@@ -159,13 +160,6 @@ def stage_proxy(hparams, run_opts, data, tokenizer, train):
         extra_hparams={"max_grad_norm": hparams["proxy_max_grad_norm"]},
         selection=hparams["proxy_ckpt_selection"],
     )
-
-
-def recogniser_roles(hparams):
-    """Which recogniser trained the systems and which only judge them."""
-    proxy = hparams.get("proxy_name", "the offline Conformer proxy")
-    judges = [r for r in hparams["eval_recognisers"] if r != proxy]
-    return f"Trained through: {proxy} (proxy); judged by: {', '.join(judges)}."
 
 
 def stage_evaluate(hparams, systems, proxy, tokenizer, device):

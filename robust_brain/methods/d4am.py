@@ -869,6 +869,21 @@ def d4am_table(
     return "\n".join(lines)
 
 
+def recogniser_roles(hparams: Mapping) -> str:
+    """Which recogniser trained the systems (the proxy, ``proxy_name``)
+    and which only judge them (``eval_recognisers`` minus the proxy).
+
+    Example
+    -------
+    >>> recogniser_roles({"proxy_name": "whisper-tiny.en",
+    ...     "eval_recognisers": ["whisper-base", "whisper-tiny.en"]})
+    'Trained through: whisper-tiny.en (proxy); judged by: whisper-base.'
+    """
+    proxy = hparams.get("proxy_name", "the Conformer proxy")
+    judges = [r for r in hparams["eval_recognisers"] if r != proxy]
+    return f"Trained through: {proxy} (proxy); judged by: {', '.join(judges)}."
+
+
 def dry_variants(enhancers: Mapping, values: Sequence[float]) -> dict:
     """The enhancers, then each again at every non-zero dry/wet value
     (``NAME@dry<v>``: ``(1 - v) * enhanced + v * noisy``, DEMUCS' ``dry``).

@@ -33,7 +33,16 @@ def test_recipe_runs_in_debug_mode(row, tmp_path):
         "--debug_persistently",
         f"--output_folder={out}",
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    # PYTHONPATH: the recipe imports THIS checkout's robust_brain, whatever
+    # checkout the shared venv's editable install points at
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )

@@ -70,6 +70,15 @@ def _proxy_flags():
     return PROXY_FLAGS
 
 
+def _whisper(name):
+    def build():
+        from robust_brain.pretrained import whisper_checkpoint
+
+        return str(whisper_checkpoint(name))
+
+    return build
+
+
 #: ``{placeholder}`` -> builder of the resource's value (called once)
 RESOURCES = {
     "mininoisy_tiny": _mininoisy_tiny,
@@ -82,6 +91,8 @@ RESOURCES = {
     "w2v_proxy_hub_fake": _real("w2v_proxy_hub"),
     "w2v_proxy_hub_flags": _w2v_proxy_flags,
     "tiny_wav2vec2": _tiny("wav2vec2"),
+    # the real Whisper tiny.en, converted from the pip package
+    "whisper_tiny_en": _whisper("tiny.en"),
 }
 
 
