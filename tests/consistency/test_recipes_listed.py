@@ -63,6 +63,7 @@ def key_is_used(key, yaml_text, script_text):
         rf"hparams, \"{key}\"",
         rf"hparams\.{key}\b",
         rf"hparams\[\"{key}\"\]",
+        rf"hparams\.get\(\"{key}\"",
     ]
     return any(re.search(p, LIBRARY) for p in library_patterns)
 
