@@ -87,9 +87,10 @@ def tokenizer_text(hparams):
     return path
 
 
-def dataio_prepare(hparams, tokenizer):
+def dataio_prepare(hparams, tokenizer, proxy_streams=True):
     """Streams of the MiniNoisy manifests (no preparation: the generator
-    writes them)."""
+    writes them); ``proxy_streams``: also the offline proxy's training and
+    validation streams."""
     root = Path(hparams["data_folder"])
     text = TokenEncoder(tokenizer)
     seed = hparams["seed"]
@@ -121,7 +122,7 @@ def dataio_prepare(hparams, tokenizer):
         ),
         "valid": SpeechStream(valid_pairs, text_pipeline=text, name="valid"),
     }
-    if "tokenizer" in hparams:  # a pretrained proxy: nothing to train
+    if not proxy_streams:
         return data
     # the proxy learns from clean AND noisy speech (pre-mixed pairs)
     as_pairs = [dict(r, noisy_wav=r["wav"], clean_wav="") for r in train_clean]
@@ -227,7 +228,7 @@ def main(argv):
             hparams["proxy_vocab_size"],
             hparams["proxy_token_type"],
         )
-    data = dataio_prepare(hparams, tokenizer)
+    data = dataio_prepare(hparams, tokenizer, proxy_streams=not pretrained)
     device = run_opts.get("device") or sb.utils.distributed.infer_device()
 
     proxy = None
