@@ -26,8 +26,8 @@ import sys
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
-from robust_brain.methods.d4am import check_plan
 from robust_brain.methods.distill import run_hub_recipe
+from robust_brain.stages import check_stages
 
 STAGES = ("distill", "evaluate")
 
@@ -41,7 +41,7 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    stages = check_plan(hparams["stages"], [], STAGES)
+    stages = check_stages(hparams["stages"], STAGES)
     table = run_hub_recipe(hparams, run_opts, stages)
     if table:
         print(table)

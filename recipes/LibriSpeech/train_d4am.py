@@ -50,15 +50,14 @@ from robust_brain.data.streams import (
     TokenEncoder,
     read_rows,
 )
-from robust_brain.methods.d4am import (
-    check_plan,
+from robust_brain.evaluation.frontends import (
     evaluate_enhancers,
-    load_enhancer_weights,
     recogniser_roles,
-    train_systems,
     write_results_summary,
 )
+from robust_brain.methods.d4am import check_plan, train_systems
 from robust_brain.models.asr import CTCRecogniser, freeze
+from robust_brain.models.demucs import load_enhancer_weights
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``:
 
 1. ``teacher``: a SentencePiece tokenizer and a Conformer CTC/attention
    encoder trained on MiniNoisy clean + noisy speech (the D4AM proxy
-   recipe: ``robust_brain.methods.proxy``), then FROZEN: the teacher;
+   recipe: ``robust_brain.asr_training``), then FROZEN: the teacher;
 2. ``distill``: each system of ``systems`` (``plain``,
    ``robustdistiller``, ``cdm1``, ``cdm2``, ``cdm2_dat``), a fresh
    2-layer student initialised from the teacher, in ``<save>/<system>``;
@@ -36,17 +36,17 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.d4am import check_plan
 from robust_brain.methods.distill import (
     check_systems,
     distill_systems,
     evaluate_from_hparams,
     split_groups,
 )
-from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
 from robust_brain.models.student import LayerTeacher
+from robust_brain.stages import check_stages
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    stages = check_plan(hparams["stages"], [], STAGES)
+    stages = check_stages(hparams["stages"], STAGES)
     systems = check_systems(hparams["systems"])
     for name in ("rd_distorter", "cdm_distorter"):
         hparams[name].check()  # a bad manifest fails now, by name

@@ -41,6 +41,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import (
     NoiseCorruptor,
@@ -48,15 +49,13 @@ from robust_brain.data.streams import (
     TokenEncoder,
     read_rows,
 )
-from robust_brain.methods.d4am import (
-    check_plan,
+from robust_brain.evaluation.frontends import (
     dry_variants,
     evaluate_enhancers,
     recogniser_roles,
-    train_systems,
     write_results_summary,
 )
-from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
+from robust_brain.methods.d4am import check_plan, train_systems
 from robust_brain.models.asr import CTCRecogniser, freeze
 
 logger = logging.getLogger(__name__)

@@ -40,13 +40,13 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from robust_brain.asr_training import train_tokenizer
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.methods.gr import (
     check_gr_plan,
     evaluate_gr_sets,
     train_gr_systems,
 )
-from robust_brain.methods.proxy import train_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -40,16 +40,16 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.data.prepare.whamr import prepare_whamr
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.d4am import load_enhancer_weights
 from robust_brain.methods.gpit import (
     SeparationSet,
     check_mode,
     evaluate_separators,
     train_separator_stage,
 )
-from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
+from robust_brain.models.demucs import load_enhancer_weights
 from robust_brain.surgery import make_rule
 
 logger = logging.getLogger(__name__)

@@ -502,3 +502,93 @@ def write_results(
     if plot_wer_vs_snr(result.rows, png):
         paths["plot"] = png
     return paths
+
+
+def _read_log(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = {}
+    for row in rows:
+        if row.get("skipped") == "1":
+            continue
+        for k, v in row.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(math.nan)
+    return cols
+
+
+def plot_surgery_log(
+    csv_path,
+    png_path,
+    keys: Sequence[str] = (
+        "alpha_gclb",
+        "alpha_srpr",
+        "cos",
+        "gnorm_cls",
+        "gnorm_reg",
+        "loss_cls",
+        "loss_reg",
+    ),
+    smooth: int = 1,
+) -> bool:
+    """Plot the engine's per-step statistics over training.
+
+    Arguments
+    ---------
+    csv_path : path-like
+        ``surgery_log_file`` written by the engine.
+    png_path : path-like
+        Output image.
+    keys : sequence of str
+        Columns to plot (absent ones are skipped).
+    smooth : int
+        Moving-average window (steps).
+
+    Returns
+    -------
+    bool
+        False (and no file) when the log is missing or has no such column.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "log.csv").write_text(
+    ...     "step,skipped,alpha_gclb,cos\\n1,0,0.1,-0.2\\n2,0,0.0,0.3\\n")
+    >>> plot_surgery_log(d / "log.csv", d / "log.png"), (d / "log.png").exists()
+    (True, True)
+    """
+    if not os.path.exists(csv_path):
+        return False
+    cols = _read_log(csv_path)
+    keys = [k for k in keys if k in cols and len(cols[k])]
+    if not keys or "step" not in cols:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(
+        len(keys), 1, figsize=(7, 1.8 * len(keys)), sharex=True, squeeze=False
+    )
+    steps = np.array(cols["step"])
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        y = np.array(cols[key], dtype=float)
+        if smooth > 1 and len(y) >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="same")
+        ax.plot(steps, y, lw=0.8)
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(alpha=0.3)
+        if key.startswith(("gnorm", "loss")) and np.nanmin(y) > 0:
+            ax.set_yscale("log")
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.tight_layout()
+    tmp = Path(png_path).with_name(Path(png_path).name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return True

@@ -27,20 +27,18 @@ D4AM   cls, reg  ``g_cls + (alpha_gclb + alpha_srpr) g_reg`` (+ noise)
 =====  ========  ====================================================
 
 The per-step alpha_gclb, alpha_srpr, gradient norms and cosine are written
-by the engine to ``surgery_log_file``; :func:`plot_surgery_log` draws them.
+by the engine to ``surgery_log_file``
+(:func:`robust_brain.evaluation.report.plot_surgery_log` draws them).
 :func:`train_enhancer_stage` runs one mode in its own checkpointed folder
-(re-running resumes), :func:`evaluate_enhancers` scores enhancers with
-unseen recognisers and :func:`d4am_table` prints the method comparison.
+(re-running resumes), :func:`train_systems` runs INIT and every mode of a
+recipe's hparams. Scoring the enhancers with unseen recognisers is
+:mod:`robust_brain.evaluation.frontends`' job.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import logging
-import math
-import os
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,6 +48,7 @@ import torch
 
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.streams import PairedStreams
+from robust_brain.evaluation.report import plot_surgery_log
 from robust_brain.models.asr import freeze
 from robust_brain.stages import (
     SelectedCheckpoint,
@@ -67,18 +66,11 @@ __all__ = [
     "make_mode_rule",
     "make_train_set",
     "D4AMBrain",
-    "LevelNormalizedEnhancer",
     "train_enhancer_stage",
     "run_modes",
-    "load_enhancer_weights",
-    "plot_surgery_log",
-    "condition_family",
-    "d4am_table",
-    "evaluate_enhancers",
     "check_plan",
     "enhancer_stage_from_hparams",
     "train_systems",
-    "write_results_summary",
 ]
 
 #: the methods of the D4AM paper, in table order
@@ -399,47 +391,6 @@ class D4AMBrain(SelectedCheckpoint, DualLossBrain):
             super().on_evaluate_start(max_key=max_key, min_key=min_key)
 
 
-class LevelNormalizedEnhancer(torch.nn.Module):
-    """An enhancer applied after scaling each input to a fixed level.
-
-    D4AM's evaluation normalises every input to -25 dBFS before enhancing
-    (the unprocessed NOIS baseline is scored on the original files).
-
-    Arguments
-    ---------
-    enhancer : torch.nn.Module
-        ``enhancer(wavs, lengths)``.
-    level_dbfs : float, optional
-        RMS level of the input (None: no scaling).
-
-    Example
-    -------
-    >>> f = LevelNormalizedEnhancer(lambda w, n: w, level_dbfs=-20.0)
-    >>> out = f(torch.ones(1, 100), torch.ones(1))
-    >>> round(float(out.pow(2).mean().sqrt()), 4)
-    0.1
-    """
-
-    def __init__(self, enhancer, level_dbfs: float | None = -25.0):
-        super().__init__()
-        self.enhancer = enhancer
-        self.level_dbfs = level_dbfs
-
-    def forward(self, wavs, lengths):
-        if self.level_dbfs is not None:
-            n = wavs.shape[-1]
-            mask = (
-                torch.arange(n, device=wavs.device).unsqueeze(0)
-                < torch.round(lengths * n).unsqueeze(1)
-            ).to(wavs.dtype)
-            power = (wavs.pow(2) * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-            gain = 10.0 ** (self.level_dbfs / 20.0) / power.sqrt().clamp_min(
-                1e-8
-            )
-            wavs = wavs * gain.unsqueeze(-1)
-        return self.enhancer(wavs, lengths)
-
-
 def train_enhancer_stage(
     mode: str,
     enhancer: torch.nn.Module,
@@ -548,6 +499,7 @@ def run_modes(
     valid_set,
     valid_loader_kwargs: Mapping | None = None,
     selection_file=None,
+    dry: float = 0.0,
 ) -> dict:
     """Fine-tune a copy of INIT per mode; GRID keeps its best alpha.
 
@@ -572,6 +524,10 @@ def run_modes(
     valid_loader_kwargs : mapping, optional
     selection_file : path-like, optional
         JSON file receiving the GRID validation scores and choice.
+    dry : float
+        Each copy's dry/wet value (DEMUCS' ``dry``) while it is fine-tuned
+        and after: the proxy then shapes ``(1 - dry) * enhanced + dry *
+        noisy``, the signal a recogniser will get (0: enhanced only).
 
     Returns
     -------
@@ -591,6 +547,13 @@ def run_modes(
         for alpha in alphas:
             name = mode if alpha is None else f"GRID_{alpha:g}"
             enhancer = copy.deepcopy(init_enhancer)
+            if dry:
+                if not hasattr(enhancer, "dry"):
+                    raise ValueError(
+                        f"dry={dry}: the enhancer {type(enhancer).__name__} "
+                        "has no dry/wet knob"
+                    )
+                enhancer.dry = float(dry)
             brain = train_stage(
                 mode, name, enhancer, 1.0 if alpha is None else alpha
             )
@@ -620,399 +583,6 @@ def run_modes(
         ):
             Path(selection_file).write_text(json.dumps(summary, indent=1))
     return systems
-
-
-def load_enhancer_weights(enhancer: torch.nn.Module, path) -> torch.nn.Module:
-    """Load enhancer weights from a file (e.g. D4AM's ``INIT.pth``).
-
-    Accepts a plain ``state_dict``, a SpeechBrain ``.ckpt`` or a
-    facebookresearch/denoiser checkpoint (``{"state": ...}`` or
-    ``{"model": ...}`` / ``{"state_dict": ...}``); a ``module.`` prefix
-    (DataParallel) is stripped.
-
-    Arguments
-    ---------
-    enhancer : torch.nn.Module
-    path : path-like
-
-    Returns
-    -------
-    torch.nn.Module
-        The same module.
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> lin = torch.nn.Linear(2, 2)
-    >>> f = os.path.join(tempfile.mkdtemp(), "init.pth")
-    >>> torch.save({"state": {"module." + k: v for k, v in
-    ...             lin.state_dict().items()}}, f)
-    >>> other = load_enhancer_weights(torch.nn.Linear(2, 2), f)
-    >>> torch.equal(other.weight, lin.weight)
-    True
-    """
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("state", "model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if hasattr(state, "state_dict"):
-        state = state.state_dict()
-    state = {
-        (k[len("module.") :] if k.startswith("module.") else k): v
-        for k, v in state.items()
-    }
-    enhancer.load_state_dict(state)
-    return enhancer
-
-
-def _read_log(path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    cols = {}
-    for row in rows:
-        if row.get("skipped") == "1":
-            continue
-        for k, v in row.items():
-            try:
-                cols.setdefault(k, []).append(float(v))
-            except (TypeError, ValueError):
-                cols.setdefault(k, []).append(math.nan)
-    return cols
-
-
-def plot_surgery_log(
-    csv_path,
-    png_path,
-    keys: Sequence[str] = (
-        "alpha_gclb",
-        "alpha_srpr",
-        "cos",
-        "gnorm_cls",
-        "gnorm_reg",
-        "loss_cls",
-        "loss_reg",
-    ),
-    smooth: int = 1,
-) -> bool:
-    """Plot the engine's per-step statistics over training.
-
-    Arguments
-    ---------
-    csv_path : path-like
-        ``surgery_log_file`` written by the engine.
-    png_path : path-like
-        Output image.
-    keys : sequence of str
-        Columns to plot (absent ones are skipped).
-    smooth : int
-        Moving-average window (steps).
-
-    Returns
-    -------
-    bool
-        False (and no file) when the log is missing or has no such column.
-
-    Example
-    -------
-    >>> import tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / "log.csv").write_text(
-    ...     "step,skipped,alpha_gclb,cos\\n1,0,0.1,-0.2\\n2,0,0.0,0.3\\n")
-    >>> plot_surgery_log(d / "log.csv", d / "log.png"), (d / "log.png").exists()
-    (True, True)
-    """
-    if not os.path.exists(csv_path):
-        return False
-    cols = _read_log(csv_path)
-    keys = [k for k in keys if k in cols and len(cols[k])]
-    if not keys or "step" not in cols:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(
-        len(keys), 1, figsize=(7, 1.8 * len(keys)), sharex=True, squeeze=False
-    )
-    steps = np.array(cols["step"])
-    for ax, key in zip(axes[:, 0], keys, strict=True):
-        y = np.array(cols[key], dtype=float)
-        if smooth > 1 and len(y) >= smooth:
-            y = np.convolve(y, np.ones(smooth) / smooth, mode="same")
-        ax.plot(steps, y, lw=0.8)
-        ax.set_ylabel(key, fontsize=8)
-        ax.grid(alpha=0.3)
-        if key.startswith(("gnorm", "loss")) and np.nanmin(y) > 0:
-            ax.set_yscale("log")
-    axes[-1, 0].set_xlabel("optimizer step")
-    fig.tight_layout()
-    tmp = Path(png_path).with_name(Path(png_path).name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return True
-
-
-_SNR_SUFFIX = re.compile(r"_-?\d+(\.\d+)?dB$")
-
-
-def condition_family(row: Mapping) -> str:
-    """The condition without its SNR (``pink_5dB`` -> ``pink``).
-
-    Arguments
-    ---------
-    row : mapping
-        Result row with a ``condition`` column.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> condition_family({"condition": "reverb_babble_-5dB"})
-    'reverb_babble'
-    >>> condition_family({"condition": "dt05_real_bus"})
-    'dt05_real_bus'
-    """
-    return _SNR_SUFFIX.sub("", str(row.get("condition", "")) or "none")
-
-
-def d4am_table(
-    rows: Sequence[Mapping],
-    systems: Sequence[str] | None = None,
-    group=condition_family,
-    title: str = "",
-    n_seeds: int = 1,
-) -> str:
-    """Markdown WER (%) table: systems x (recogniser, condition group).
-
-    Each cell pools the errors of its group; ``mean`` is the mean of the
-    group WERs (the D4AM protocol) and ``all`` the pooled WER.
-
-    Arguments
-    ---------
-    rows : sequence of dict
-        ``EvalResult.rows`` (``system``, ``recogniser``, ``sub``, ``del``,
-        ``ins``, ``n_ref`` and the manifest columns).
-    systems : sequence of str, optional
-        Row order (default: order of appearance).
-    group : callable
-        Row -> group label.
-    title : str
-        First line.
-    n_seeds : int
-        Reported in the title line.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> rows = [dict(system=s, recogniser="asr", condition=c, sub=e, ins=0,
-    ...              n_ref=10, **{"del": 0})
-    ...         for s, e in (("NOIS", 4), ("D4AM", 2))
-    ...         for c in ("pink_0dB", "pink_5dB")]
-    >>> print(d4am_table(rows))  # doctest: +NORMALIZE_WHITESPACE
-    WER (%), 1 seed(s)
-    <BLANKLINE>
-    | system | asr pink | asr mean | asr all |
-    |---|---|---|---|
-    | NOIS | 40.0 | 40.0 | 40.0 |
-    | D4AM | 20.0 | 20.0 | 20.0 |
-    """
-    acc: dict = {}
-    groups: OrderedDict = OrderedDict()
-    recs: OrderedDict = OrderedDict()
-    seen_systems: OrderedDict = OrderedDict()
-    for r in rows:
-        g = group(r)
-        groups[g] = None
-        recs[r["recogniser"]] = None
-        seen_systems[r["system"]] = None
-        key = (r["system"], r["recogniser"], g)
-        e = acc.setdefault(key, [0, 0])
-        e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
-        e[1] += int(r["n_ref"])
-    systems = list(systems) if systems else list(seen_systems)
-    heads, cells = [], []
-    for rec in recs:
-        for g in groups:
-            heads.append(f"{rec} {g}")
-        heads += [f"{rec} mean", f"{rec} all"]
-    lines = [
-        (title + ", " if title else "") + f"WER (%), {n_seeds} seed(s)",
-        "",
-        "| " + " | ".join(["system", *heads]) + " |",
-        "|" + "---|" * (1 + len(heads)),
-    ]
-    for s in systems:
-        cells = []
-        for rec in recs:
-            rates, err, ref = [], 0, 0
-            for g in groups:
-                e = acc.get((s, rec, g))
-                if e and e[1]:
-                    rates.append(e[0] / e[1])
-                    err, ref = err + e[0], ref + e[1]
-                    cells.append(f"{100 * e[0] / e[1]:.1f}")
-                else:
-                    cells.append("–")
-            mean = sum(rates) / len(rates) if rates else math.nan
-            cells.append("–" if math.isnan(mean) else f"{100 * mean:.1f}")
-            cells.append(f"{100 * err / ref:.1f}" if ref else "–")
-        lines.append("| " + " | ".join([s, *cells]) + " |")
-    return "\n".join(lines)
-
-
-def recogniser_roles(hparams: Mapping) -> str:
-    """Which recogniser trained the systems (the proxy, ``proxy_name``)
-    and which only judge them (``eval_recognisers`` minus the proxy).
-
-    Example
-    -------
-    >>> recogniser_roles({"proxy_name": "whisper-tiny.en",
-    ...     "eval_recognisers": ["whisper-base", "whisper-tiny.en"]})
-    'Trained through: whisper-tiny.en (proxy); judged by: whisper-base.'
-    """
-    proxy = hparams.get("proxy_name", "the Conformer proxy")
-    judges = [r for r in hparams["eval_recognisers"] if r != proxy]
-    return f"Trained through: {proxy} (proxy); judged by: {', '.join(judges)}."
-
-
-def dry_variants(enhancers: Mapping, values: Sequence[float]) -> dict:
-    """The enhancers, then each again at every non-zero dry/wet value
-    (``NAME@dry<v>``: ``(1 - v) * enhanced + v * noisy``, DEMUCS' ``dry``).
-
-    Example
-    -------
-    >>> from robust_brain.models import Demucs
-    >>> out = dry_variants({"INIT": Demucs(hidden=4, depth=2)}, [0, 0.5])
-    >>> list(out), out["INIT@dry0.5"].dry, out["INIT"].dry
-    (['INIT', 'INIT@dry0.5'], 0.5, 0.0)
-    """
-    out = dict(enhancers)
-    for value in values:
-        if not value:
-            continue
-        for name, enh in enhancers.items():
-            if not hasattr(enh, "dry"):
-                raise ValueError(f"{name}: its enhancer has no dry/wet knob")
-            variant = copy.deepcopy(enh)
-            variant.dry = float(value)
-            out[f"{name}@dry{value:g}"] = variant
-    return out
-
-
-def evaluate_enhancers(
-    manifest,
-    enhancers: Mapping[str, torch.nn.Module],
-    recognisers: Sequence,
-    out_dir,
-    *,
-    data_root=None,
-    input_level_dbfs: float | None = -25.0,
-    include_noisy: bool = True,
-    include_clean: bool = False,
-    peers: Mapping[str, str] | None = None,
-    max_utterances: int | None = None,
-    conditions: Sequence[str] | None = None,
-    cache=None,
-    batch_size: int = 8,
-    device: str = "cpu",
-    signal_metrics: Sequence[str] = ("si_sdr",),
-    title: str = "",
-    n_seeds: int = 1,
-):
-    """Score enhancers with (unseen) recognisers on a pair manifest.
-
-    Every enhancer gets inputs normalised to ``input_level_dbfs``
-    (:class:`LevelNormalizedEnhancer`); NOIS is the original noisy file.
-    Writes the evaluation package's files (per-condition tables, CSVs,
-    WER-vs-SNR plot) to ``out_dir`` and ``d4am_table.md``.
-
-    Arguments
-    ---------
-    manifest : path-like
-        Pair manifest (``noisy_wav``, ``clean_wav``, ``wrd``, ...).
-    enhancers : mapping of str to module
-        System name -> enhancer (in table order).
-    recognisers : sequence
-        Recogniser objects or spec strings (``whisper-tiny.en``, ...).
-    out_dir : path-like
-        Output folder.
-    data_root : path-like, optional
-        Replaces ``$data_root``.
-    input_level_dbfs : float, optional
-        Input level of the enhancers.
-    include_noisy, include_clean : bool
-        Add the NOIS / CLEAN systems.
-    peers : mapping of str to str, optional
-        Off-the-shelf front-ends a user would pick instead, name ->
-        ``NAME[:key=value...]`` of :func:`robust_brain.evaluation.build_peer`
-        (e.g. ``{"DFN3": "deepfilternet3"}``); they hear the noisy files,
-        as NOIS.
-    max_utterances : int, optional
-        Keep the first N rows (after the condition filter; quick runs).
-    conditions : sequence of str, optional
-        Keep only the rows of these ``condition`` values.
-    cache : path-like, optional
-        Transcript cache.
-    batch_size : int
-        Enhancer batch size.
-    device : str
-        Enhancer device.
-    signal_metrics : sequence of str
-        Signal metrics where a clean reference exists.
-    title : str
-        Table title.
-    n_seeds : int
-        For the table title.
-
-    Returns
-    -------
-    (EvalResult, str)
-        The result and the markdown table.
-    """
-    from robust_brain.evaluation import evaluate, read_manifest, write_results
-
-    rows = read_manifest(manifest, data_root)
-    if conditions:
-        keep = set(conditions)
-        rows = [r for r in rows if r.get("condition") in keep]
-        if not rows:
-            raise ValueError(f"{manifest}: no row with a condition in {keep}")
-    if max_utterances:
-        rows = rows[: int(max_utterances)]
-    systems = OrderedDict()
-    if include_noisy:
-        systems["NOIS"] = "noisy_wav"
-    for name, spec in (peers or {}).items():
-        systems[name] = f"peer:{spec}"
-    for name, enh in enhancers.items():
-        enh.eval()
-        systems[name] = LevelNormalizedEnhancer(enh, input_level_dbfs).eval()
-    if include_clean and rows and rows[0].get("clean_wav"):
-        systems["CLEAN"] = "clean_wav"
-    result = evaluate(
-        rows,
-        systems,
-        list(recognisers),
-        cache=cache,
-        signal_metrics=list(signal_metrics),
-        batch_size=batch_size,
-        device=device,
-        progress=False,
-    )
-    table = d4am_table(result.rows, list(systems), title=title, n_seeds=n_seeds)
-    if sb.utils.distributed.if_main_process():
-        write_results(result, out_dir, header=title)
-        (Path(out_dir) / "d4am_table.md").write_text(table + "\n")
-    return result, table
 
 
 # --------------------------------------------------------------------------
@@ -1209,45 +779,10 @@ def train_systems(
                 loader_kwargs(False),
                 selection_file=Path(hparams["save_folder"])
                 / "grid_selection.json",
+                dry=hparams.get("mode_dry", 0.0),
             )
         )
     order = [m for m in MODES if m in systems]
     if hparams["eval_grid_alphas"]:
         order += sorted(set(systems) - set(order))
     return {k: systems[k] for k in order}
-
-
-def write_results_summary(
-    eval_folder, output_file, table_name: str = "d4am_table.md"
-) -> str:
-    """Concatenate every ``<eval_folder>/<set>/<table_name>`` (also those
-    of earlier runs with other sets) into ``output_file``.
-
-    Arguments
-    ---------
-    eval_folder : path-like
-    output_file : path-like
-    table_name : str
-        The per-set table file (``d4am_table.md``; GR: ``gr_table.md``).
-
-    Returns
-    -------
-    str
-        The text written.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> tmp = Path(tempfile.mkdtemp())
-    >>> for name in ("test", "test_real"):
-    ...     (tmp / name).mkdir()
-    ...     _ = (tmp / name / "d4am_table.md").write_text(f"| {name} |\\n")
-    >>> print(write_results_summary(tmp, tmp / "results.md"), end="")
-    | test |
-    <BLANKLINE>
-    | test_real |
-    """
-    done = sorted(Path(eval_folder).glob(f"*/{table_name}"))
-    text = "\n\n".join(p.read_text().strip() for p in done) + "\n"
-    Path(output_file).write_text(text)
-    return text

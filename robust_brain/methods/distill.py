@@ -1162,7 +1162,7 @@ def split_groups(rows, groups: Mapping, max_per_condition=None) -> dict:
     >>> {k: len(v) for k, v in g.items()}
     {'clean': 1, 'in': 2, 'out': 2}
     """
-    from robust_brain.methods.d4am import condition_family
+    from robust_brain.evaluation.frontends import condition_family
 
     family_group = {}
     for g, fams in groups.items():
@@ -1365,8 +1365,8 @@ def run_hub_recipe(hparams: Mapping, run_opts, stages: Sequence[str]):
     str or None
         The results table (when evaluated).
     """
+    from robust_brain.asr_training import train_tokenizer
     from robust_brain.data.streams import read_rows
-    from robust_brain.methods.proxy import train_tokenizer
 
     paths = prepare_hub_data(hparams)
     root = hparams["data_folder"]

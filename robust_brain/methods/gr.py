@@ -62,16 +62,16 @@ import numpy as np
 import speechbrain as sb
 import torch
 
+from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.d4am import (
+from robust_brain.evaluation.frontends import (
     LevelNormalizedEnhancer,
     evaluate_enhancers,
-    plot_surgery_log,
     write_results_summary,
 )
-from robust_brain.methods.proxy import train_proxy_stage, train_tokenizer
+from robust_brain.evaluation.report import plot_surgery_log
 from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.stages import (
     SelectedCheckpoint,
@@ -1530,7 +1530,7 @@ def select_rows(
     max_utterances: int | None = None,
 ) -> list[dict]:
     """The evaluation rows (condition filter, then the first N), as in
-    :func:`robust_brain.methods.d4am.evaluate_enhancers`.
+    :func:`robust_brain.evaluation.frontends.evaluate_enhancers`.
 
     Arguments
     ---------
@@ -1588,7 +1588,7 @@ def evaluate_joint_systems(
       ``<out_dir>/own``;
     * unseen: the enhanced waveforms (inputs at ``input_level_dbfs``)
       transcribed by ``recognisers`` (e.g. Whisper, never trained here),
-      with :func:`robust_brain.methods.d4am.evaluate_enhancers`, in
+      with :func:`robust_brain.evaluation.frontends.evaluate_enhancers`, in
       ``<out_dir>/unseen``.
 
     Writes ``gr_table.md`` (:func:`gr_table`) in ``out_dir``.

@@ -28,6 +28,7 @@ from torch import nn
 __all__ = [
     "Demucs",
     "count_parameters",
+    "load_enhancer_weights",
     "rescale_conv_weights_",
     "sinc_downsample",
     "sinc_upsample",
@@ -613,3 +614,47 @@ class Demucs(nn.Module):
         if wav.dim() == 2:
             x = x.squeeze(1)
         return x
+
+
+def load_enhancer_weights(enhancer: torch.nn.Module, path) -> torch.nn.Module:
+    """Load enhancer weights from a file (e.g. D4AM's ``INIT.pth``).
+
+    Accepts a plain ``state_dict``, a SpeechBrain ``.ckpt`` or a
+    facebookresearch/denoiser checkpoint (``{"state": ...}`` or
+    ``{"model": ...}`` / ``{"state_dict": ...}``); a ``module.`` prefix
+    (DataParallel) is stripped.
+
+    Arguments
+    ---------
+    enhancer : torch.nn.Module
+    path : path-like
+
+    Returns
+    -------
+    torch.nn.Module
+        The same module.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> lin = torch.nn.Linear(2, 2)
+    >>> f = os.path.join(tempfile.mkdtemp(), "init.pth")
+    >>> torch.save({"state": {"module." + k: v for k, v in
+    ...             lin.state_dict().items()}}, f)
+    >>> other = load_enhancer_weights(torch.nn.Linear(2, 2), f)
+    >>> torch.equal(other.weight, lin.weight)
+    True
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("state", "model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if hasattr(state, "state_dict"):
+        state = state.state_dict()
+    state = {
+        (k[len("module.") :] if k.startswith("module.") else k): v
+        for k, v in state.items()
+    }
+    enhancer.load_state_dict(state)
+    return enhancer

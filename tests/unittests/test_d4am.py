@@ -15,11 +15,11 @@ from robust_brain.data.streams import (
     SpeechStream,
     TokenEncoder,
 )
+from robust_brain.evaluation.frontends import wer_table
 from robust_brain.losses import D4AMRegressionLoss
 from robust_brain.methods.d4am import (
     MODES,
     D4AMBrain,
-    d4am_table,
     make_mode_rule,
     make_train_set,
     mode_losses,
@@ -384,7 +384,7 @@ def test_stage_resumes_and_reloads(data, tmp_path):
         )
 
 
-def test_d4am_table_pools_groups():
+def test_wer_table_pools_groups():
     rows = [
         dict(
             system=s,
@@ -399,7 +399,7 @@ def test_d4am_table_pools_groups():
         for r in ("w", "p")
         for c in ("pink_0dB", "pink_5dB", "clean")
     ]
-    table = d4am_table(rows, ["NOIS", "D4AM"], n_seeds=2)
+    table = wer_table(rows, ["NOIS", "D4AM"], n_seeds=2)
     assert "2 seed(s)" in table
     head = table.splitlines()[2]
     assert "w pink" in head and "w clean" in head and "p mean" in head
@@ -482,6 +482,26 @@ def test_run_modes_picks_grid_alpha_on_validation(tmp_path):
     assert summary["selected_by"] == "validation proxy WER"
     with pytest.raises(ValueError, match="not a fine-tuning mode"):
         run_modes(["INIT"], [], init, train_stage, None)
+
+
+def test_run_modes_fine_tunes_at_the_dry_value():
+    """mode_dry: each mode is TRAINED at the dry/wet value (the stage sees
+    it already set) and keeps it; INIT stays fully wet; an enhancer
+    without the knob is refused by name."""
+    from robust_brain.methods.d4am import run_modes
+
+    seen = {}
+
+    def train_stage(mode, name, enhancer, grid_alpha):
+        seen[name] = enhancer.dry
+        return None
+
+    init = make_enhancer()
+    systems = run_modes(["CLSO", "D4AM"], [], init, train_stage, None, dry=0.5)
+    assert seen == {"CLSO": 0.5, "D4AM": 0.5}
+    assert systems["D4AM"].dry == 0.5 and init.dry == 0.0
+    with pytest.raises(ValueError, match="Linear has no dry/wet knob"):
+        run_modes(["CLSO"], [], torch.nn.Linear(2, 2), train_stage, None, dry=1)
 
 
 @pytest.mark.parametrize("mode", ["GCLB", "SRPR", "D4AM"])
