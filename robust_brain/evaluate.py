@@ -55,7 +55,11 @@ from robust_brain.evaluation.recognisers import (
     default_cpu_threads,
 )
 from robust_brain.evaluation.report import format_report, write_results
-from robust_brain.evaluation.runner import evaluate, read_manifest
+from robust_brain.evaluation.runner import (
+    evaluate,
+    read_manifest,
+    select_rows,
+)
 
 
 def parse_systems(text: str | None) -> dict[str, str] | None:
@@ -194,32 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def select_rows(rows, conditions=None, max_per_condition=None):
-    """Filter manifest rows by condition and cap each condition.
-
-    Example
-    -------
-    >>> rows = [{"condition": c} for c in "aabbb"]
-    >>> [r["condition"] for r in select_rows(rows, ["b", "a"], 2)]
-    ['a', 'a', 'b', 'b']
-    """
-    kept, seen = [], {}
-    for r in rows:
-        c = r.get("condition", "")
-        if conditions and c not in conditions:
-            continue
-        seen[c] = seen.get(c, 0) + 1
-        if max_per_condition is None or seen[c] <= max_per_condition:
-            kept.append(r)
-    return kept
-
-
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     rows = read_manifest(args.manifest, args.data_root)
     conditions = args.conditions.split(",") if args.conditions else None
-    rows = select_rows(rows, conditions, args.max_per_condition)
+    try:
+        rows = select_rows(
+            rows,
+            conditions,
+            max_per_condition=args.max_per_condition,
+            source=args.manifest,
+        )
+    except ValueError:
+        rows = []
     if not rows:
         print("no utterance selected", file=sys.stderr)
         return 1

@@ -21,7 +21,9 @@ import torch
 D4AM_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
 
 
-def length_mask(lengths: torch.Tensor | None, n: int, like: torch.Tensor):
+def length_mask(
+    lengths: torch.Tensor | None, n: int, like: torch.Tensor | None = None
+):
     """``(batch, n)`` float mask of valid samples (relative lengths).
 
     Arguments
@@ -30,8 +32,9 @@ def length_mask(lengths: torch.Tensor | None, n: int, like: torch.Tensor):
         Relative lengths in [0, 1]; None means all valid.
     n : int
         Number of time steps.
-    like : torch.Tensor
-        Tensor giving batch size, device and dtype.
+    like : torch.Tensor, optional
+        Tensor giving batch size, device and dtype (default: float32 on
+        the device of ``lengths``; needed when ``lengths`` is None).
 
     Returns
     -------
@@ -42,12 +45,18 @@ def length_mask(lengths: torch.Tensor | None, n: int, like: torch.Tensor):
     >>> length_mask(torch.tensor([1.0, 0.5]), 4, torch.zeros(2, 4))
     tensor([[1., 1., 1., 1.],
             [1., 1., 0., 0.]])
+    >>> length_mask(torch.tensor([0.25]), 4)
+    tensor([[1., 0., 0., 0.]])
     """
+    if like is None:
+        if lengths is None:
+            raise ValueError("length_mask: lengths=None needs `like`")
+        like = torch.empty(0, device=lengths.device)
     if lengths is None:
         return torch.ones(
             like.shape[0], n, device=like.device, dtype=like.dtype
         )
-    abs_len = torch.round(lengths.to(like.device) * n)
+    abs_len = torch.round(lengths.to(like.device).float() * n)
     steps = torch.arange(n, device=like.device)
     return (steps.unsqueeze(0) < abs_len.unsqueeze(1)).to(like.dtype)
 

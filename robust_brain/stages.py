@@ -31,6 +31,7 @@ __all__ = [
     "check_stage_settings",
     "check_stages",
     "fit_stage",
+    "loader_kwargs",
     "require_checkpoint",
 ]
 
@@ -336,3 +337,18 @@ class SelectedCheckpoint:
         if key is None:
             return self.checkpointer.recover_if_possible()
         return self.checkpointer.recover_if_possible(min_key=key)
+
+
+def loader_kwargs(hparams: Mapping, batch_size: int, shuffle: bool) -> dict:
+    """DataLoader options of a recipe (``num_workers`` from its hparams).
+
+    Example
+    -------
+    >>> loader_kwargs({"num_workers": 2}, 8, True)
+    {'batch_size': 8, 'shuffle': True, 'num_workers': 2}
+    """
+    return {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "num_workers": hparams["num_workers"],
+    }

@@ -58,6 +58,7 @@ from robust_brain.evaluation.frontends import (
 from robust_brain.methods.d4am import check_plan, train_systems
 from robust_brain.models.asr import CTCRecogniser, freeze
 from robust_brain.models.demucs import load_enhancer_weights
+from robust_brain.stages import loader_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +142,6 @@ def dataio_prepare(hparams, paths, tokenizer):
     }
 
 
-def loader(hparams, shuffle):
-    """DataLoader options."""
-    return {
-        "batch_size": hparams["batch_size"],
-        "shuffle": shuffle,
-        "num_workers": hparams["num_workers"],
-    }
-
-
 def load_proxy(hparams):
     """The hub proxy and its tokenizer, through the Pretrainer when the
     hparams have one (a transformers wrapper such as Whisper loads its
@@ -229,7 +221,7 @@ def main(argv):
         proxy,
         tokenizer,
         stages,
-        lambda shuffle: loader(hparams, shuffle),
+        lambda shuffle: loader_kwargs(hparams, hparams["batch_size"], shuffle),
         init_stage=hparams["init_epochs"] > 0 or not hparams["init_checkpoint"],
     )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():

@@ -33,7 +33,6 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_proxy_stage, train_tokenizer
@@ -46,7 +45,7 @@ from robust_brain.methods.distill import (
     split_groups,
 )
 from robust_brain.models.student import LayerTeacher
-from robust_brain.stages import check_stages
+from robust_brain.stages import check_stages, loader_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +87,6 @@ def stage_teacher(hparams, run_opts, tokenizer, train):
         name="valid",
     )
 
-    def loader(shuffle):
-        return {
-            "batch_size": hparams["teacher_batch_size"],
-            "shuffle": shuffle,
-            "num_workers": hparams["num_workers"],
-        }
-
     return train_proxy_stage(
         hparams["teacher_model"],
         tokenizer,
@@ -105,8 +97,12 @@ def stage_teacher(hparams, run_opts, tokenizer, train):
         opt_class=hparams["teacher_opt_class"],
         run_opts=run_opts,
         lr_annealing=hparams["teacher_annealing"],
-        train_loader_kwargs=loader(True),
-        valid_loader_kwargs=loader(False),
+        train_loader_kwargs=loader_kwargs(
+            hparams, hparams["teacher_batch_size"], True
+        ),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, hparams["teacher_batch_size"], False
+        ),
         extra_hparams={"max_grad_norm": hparams["teacher_max_grad_norm"]},
         selection=hparams["teacher_ckpt_selection"],
     )
@@ -166,5 +162,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     main(sys.argv[1:])

@@ -38,7 +38,6 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_proxy_stage, train_tokenizer
@@ -57,6 +56,7 @@ from robust_brain.evaluation.frontends import (
 )
 from robust_brain.methods.d4am import check_plan, train_systems
 from robust_brain.models.asr import CTCRecogniser, freeze
+from robust_brain.stages import loader_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +134,6 @@ def dataio_prepare(hparams, tokenizer, proxy_streams=True):
     return data
 
 
-def loader(hparams, batch_size, shuffle):
-    """DataLoader options."""
-    return {
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "num_workers": hparams["num_workers"],
-    }
-
-
 def stage_proxy(hparams, run_opts, data, tokenizer, train):
     """Train (or resume, or just reload) the offline proxy; frozen."""
     return train_proxy_stage(
@@ -155,8 +146,12 @@ def stage_proxy(hparams, run_opts, data, tokenizer, train):
         opt_class=hparams["proxy_opt_class"],
         run_opts=run_opts,
         lr_annealing=hparams["proxy_annealing"],
-        train_loader_kwargs=loader(hparams, hparams["proxy_batch_size"], True),
-        valid_loader_kwargs=loader(hparams, hparams["proxy_batch_size"], False),
+        train_loader_kwargs=loader_kwargs(
+            hparams, hparams["proxy_batch_size"], True
+        ),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, hparams["proxy_batch_size"], False
+        ),
         extra_hparams={"max_grad_norm": hparams["proxy_max_grad_norm"]},
         selection=hparams["proxy_ckpt_selection"],
     )
@@ -246,12 +241,11 @@ def main(argv):
         proxy,
         tokenizer,
         stages,
-        lambda shuffle: loader(hparams, hparams["batch_size"], shuffle),
+        lambda shuffle: loader_kwargs(hparams, hparams["batch_size"], shuffle),
     )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
         stage_evaluate(hparams, systems, proxy, tokenizer, device)
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     main(sys.argv[1:])

@@ -37,7 +37,6 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_tokenizer
@@ -117,5 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     main(sys.argv[1:])

@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 import speechbrain as sb
-import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_proxy_stage, train_tokenizer
@@ -50,6 +49,7 @@ from robust_brain.methods.gpit import (
     train_separator_stage,
 )
 from robust_brain.models.demucs import load_enhancer_weights
+from robust_brain.stages import loader_kwargs
 from robust_brain.surgery import make_rule
 
 logger = logging.getLogger(__name__)
@@ -109,15 +109,6 @@ def dataio_prepare(hparams):
     }
 
 
-def loader(hparams, batch_size, shuffle):
-    """DataLoader options."""
-    return {
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "num_workers": hparams["num_workers"],
-    }
-
-
 def stage_encoder(hparams, run_opts, train):
     """Offline: train (or reload) the small CTC encoder on MiniNoisy."""
     root = Path(hparams["encoder_data_folder"])
@@ -152,8 +143,8 @@ def stage_encoder(hparams, run_opts, train):
         epochs=hparams["encoder_epochs"] if train else 0,
         opt_class=hparams["encoder_opt_class"],
         run_opts=run_opts,
-        train_loader_kwargs=loader(hparams, size, True),
-        valid_loader_kwargs=loader(hparams, size, False),
+        train_loader_kwargs=loader_kwargs(hparams, size, True),
+        valid_loader_kwargs=loader_kwargs(hparams, size, False),
         extra_hparams={"max_grad_norm": hparams["max_grad_norm"]},
         selection=hparams["encoder_ckpt_selection"],
     )
@@ -178,8 +169,10 @@ def separator_stage(hparams, run_opts, data, mode, name, separator, train):
         ae_weight=hparams["ae_weight"],
         sisdr_weight=hparams["sisdr_weight"],
         surgery_rule=make_rule(hparams["rule_name"]),
-        train_loader_kwargs=loader(hparams, hparams["batch_size"], True),
-        valid_loader_kwargs=loader(hparams, hparams["batch_size"], False),
+        train_loader_kwargs=loader_kwargs(hparams, hparams["batch_size"], True),
+        valid_loader_kwargs=loader_kwargs(
+            hparams, hparams["batch_size"], False
+        ),
         ckpt_selection=hparams["ckpt_selection"],
         extra_hparams={
             "max_grad_norm": hparams["max_grad_norm"],
@@ -290,5 +283,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     main(sys.argv[1:])

@@ -28,7 +28,12 @@ from robust_brain.evaluation.recognisers import (
     build_recogniser,
 )
 from robust_brain.evaluation.report import format_report, write_results
-from robust_brain.evaluation.runner import EvalResult, evaluate, read_manifest
+from robust_brain.evaluation.runner import (
+    EvalResult,
+    evaluate,
+    read_manifest,
+    select_rows,
+)
 
 __all__ = [
     "EvalResult",
@@ -43,6 +48,7 @@ __all__ = [
     "evaluate",
     "format_report",
     "normalise",
+    "select_rows",
     "pesq_wb",
     "read_manifest",
     "si_sdr",

@@ -308,16 +308,15 @@ def evaluate_enhancers(
     (EvalResult, str)
         The result and the markdown table.
     """
-    from robust_brain.evaluation import evaluate, read_manifest, write_results
+    from robust_brain.evaluation import (
+        evaluate,
+        read_manifest,
+        select_rows,
+        write_results,
+    )
 
     rows = read_manifest(manifest, data_root)
-    if conditions:
-        keep = set(conditions)
-        rows = [r for r in rows if r.get("condition") in keep]
-        if not rows:
-            raise ValueError(f"{manifest}: no row with a condition in {keep}")
-    if max_utterances:
-        rows = rows[: int(max_utterances)]
+    rows = select_rows(rows, conditions, max_utterances, source=manifest)
     systems = OrderedDict()
     if include_noisy:
         systems["NOIS"] = "noisy_wav"

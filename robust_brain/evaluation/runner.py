@@ -92,6 +92,59 @@ def read_manifest(
     return rows
 
 
+def select_rows(
+    rows: Sequence[Mapping],
+    conditions: Sequence[str] | None = None,
+    max_utterances: int | None = None,
+    max_per_condition: int | None = None,
+    source="rows",
+) -> list[dict]:
+    """The evaluation rows: those of ``conditions`` (all: None), at most
+    ``max_per_condition`` of each, then the first ``max_utterances``.
+
+    Arguments
+    ---------
+    rows : sequence of dict
+        Manifest rows (:func:`read_manifest`).
+    conditions : sequence of str, optional
+        ``condition`` values to keep.
+    max_utterances, max_per_condition : int, optional
+        Caps (quick runs).
+    source : str or path-like
+        Named in the error when a condition filter keeps nothing.
+
+    Returns
+    -------
+    list of dict
+
+    Example
+    -------
+    >>> rows = [{"condition": c} for c in "aabbb"]
+    >>> [r["condition"] for r in select_rows(rows, ["b", "a"],
+    ...                                       max_per_condition=2)]
+    ['a', 'a', 'b', 'b']
+    >>> len(select_rows(rows, max_utterances=3))
+    3
+    >>> select_rows(rows, ["c"], source="test.csv")
+    Traceback (most recent call last):
+    ...
+    ValueError: test.csv: no row with a condition in ['c']
+    """
+    kept, seen = [], {}
+    for r in rows:
+        c = r.get("condition", "")
+        if conditions and c not in conditions:
+            continue
+        seen[c] = seen.get(c, 0) + 1
+        if max_per_condition is None or seen[c] <= max_per_condition:
+            kept.append(dict(r))
+    if conditions and not kept:
+        raise ValueError(
+            f"{source}: no row with a condition in {sorted(set(conditions))}"
+        )
+    return kept[: int(max_utterances)] if max_utterances else kept
+
+
 def reference_texts(row: Mapping[str, str]) -> list[str]:
     """The transcript(s) of one manifest row: ``[wrd]`` or
     ``[s1_wrd, s2_wrd, ...]``.

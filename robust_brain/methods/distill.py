@@ -51,18 +51,18 @@ import torch.nn.functional as F
 
 from robust_brain.brain import DualLossBrain
 from robust_brain.distortions import DistortedSpeech
+from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import (
     DomainDiscriminator,
     EnhancementHead,
     GradientReversalLayer,
     LayerTeacher,
     build_student,
-    count_parameters,
     dann_lambda,
     distillation_loss,
     masked_mean,
 )
-from robust_brain.stages import fit_stage, require_checkpoint
+from robust_brain.stages import fit_stage, loader_kwargs, require_checkpoint
 from robust_brain.surgery import make_rule
 
 logger = logging.getLogger(__name__)
@@ -672,13 +672,6 @@ def distill_systems(
         System -> trained student (eval mode).
     """
 
-    def loader(shuffle):
-        return {
-            "batch_size": hparams["batch_size"],
-            "shuffle": shuffle,
-            "num_workers": hparams["num_workers"],
-        }
-
     out = OrderedDict()
     for system in check_systems(systems):
         kind, student_dist, _, dat = SYSTEMS[system]
@@ -748,8 +741,12 @@ def distill_systems(
             extra_hparams=extra,
             enhancement_head=head,
             discriminator=disc,
-            train_loader_kwargs=loader(True),
-            valid_loader_kwargs=loader(False),
+            train_loader_kwargs=loader_kwargs(
+                hparams, hparams["batch_size"], True
+            ),
+            valid_loader_kwargs=loader_kwargs(
+                hparams, hparams["batch_size"], False
+            ),
         )
         out[system] = brain.inference_model()
     return out
@@ -1248,40 +1245,6 @@ def evaluate_from_hparams(
         out = Path(hparams["output_folder"]) / "results.md"
         out.write_text(table + "\n")
     return table
-
-
-def write_json(path, obj):
-    """Write ``obj`` as JSON (main process only).
-
-    Arguments
-    ---------
-    path : path-like
-    obj : object
-    """
-    if sb.utils.distributed.if_main_process():
-        Path(path).write_text(json.dumps(obj, indent=1, default=str))
-
-
-def summary_line(rows) -> str:
-    """One line per system: mean WER over groups (for the logs).
-
-    Arguments
-    ---------
-    rows : sequence of dict
-
-    Returns
-    -------
-    str
-    """
-    parts = []
-    for r in rows:
-        w = [v for k, v in r.items() if k.startswith("wer_")]
-        parts.append(f"{r['system']}: {sum(w) / max(len(w), 1):.1f}")
-    return "; ".join(parts) if parts else "(no system)"
-
-
-# --------------------------------------------------------------------------
-# the hub-teacher recipes (LibriSpeech): preparation + the stages
 
 
 def prepare_hub_data(hparams: Mapping) -> dict:

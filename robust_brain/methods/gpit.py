@@ -59,6 +59,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.nnet.losses import PitWrapper, cal_si_snr
 
 from robust_brain.brain import DualLossBrain
+from robust_brain.losses import length_mask
 from robust_brain.models.asr import freeze
 from robust_brain.stages import (
     SelectedCheckpoint,
@@ -74,7 +75,6 @@ __all__ = [
     "DISTANCES",
     "NORMALISATIONS",
     "check_mode",
-    "length_mask",
     "level_normalise",
     "sisdr_pit",
     "reorder_sources",
@@ -126,31 +126,6 @@ def check_mode(mode: str) -> str:
     raise ValueError(
         f"unknown permutation mode {mode!r}; choose one of {MODES}"
     )
-
-
-def length_mask(lengths, n: int) -> torch.Tensor:
-    """``(batch, n)`` float mask of the valid positions.
-
-    Arguments
-    ---------
-    lengths : torch.Tensor
-        Relative lengths in (0, 1] (SpeechBrain's convention).
-    n : int
-        Padded length.
-
-    Returns
-    -------
-    torch.Tensor
-
-    Example
-    -------
-    >>> length_mask(torch.tensor([1.0, 0.5]), 4)
-    tensor([[1., 1., 1., 1.],
-            [1., 1., 0., 0.]])
-    """
-    valid = torch.round(lengths.float() * n).clamp(0, n)
-    pos = torch.arange(n, device=lengths.device).unsqueeze(0)
-    return (pos < valid.unsqueeze(1)).float()
 
 
 def level_normalise(wavs, lengths=None, method: str = "rms", eps=1e-8):

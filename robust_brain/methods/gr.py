@@ -77,6 +77,7 @@ from robust_brain.stages import (
     SelectedCheckpoint,
     check_stages,
     fit_stage,
+    loader_kwargs,
     require_checkpoint,
 )
 from robust_brain.surgery import CombinationRule, make_rule
@@ -97,7 +98,6 @@ __all__ = [
     "train_joint_stage",
     "run_rules",
     "STAGES",
-    "loader_kwargs",
     "check_gr_plan",
     "write_transcripts",
     "split_streams",
@@ -106,7 +106,6 @@ __all__ = [
     "train_gr_systems",
     "run_gr_on_splits",
     "evaluate_gr_sets",
-    "select_rows",
     "evaluate_joint_systems",
     "gr_table",
 ]
@@ -1091,21 +1090,6 @@ def run_rules(
 STAGES = ("asr", "se", "joint", "evaluate")
 
 
-def loader_kwargs(hparams: Mapping, batch_size: int, shuffle: bool) -> dict:
-    """DataLoader options of a GR recipe (``num_workers`` from hparams).
-
-    Example
-    -------
-    >>> loader_kwargs({"num_workers": 2}, 8, True)
-    {'batch_size': 8, 'shuffle': True, 'num_workers': 2}
-    """
-    return {
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "num_workers": hparams["num_workers"],
-    }
-
-
 def check_gr_plan(hparams: Mapping) -> tuple[list[str], list[str]]:
     """Validate a GR recipe's ``stages``, ``pretrained``, ``rules`` and
     ``update_asr_normalizer`` hparams.
@@ -1523,41 +1507,6 @@ def evaluate_gr_sets(
     )
 
 
-def select_rows(
-    manifest,
-    data_root=None,
-    conditions: Sequence[str] | None = None,
-    max_utterances: int | None = None,
-) -> list[dict]:
-    """The evaluation rows (condition filter, then the first N), as in
-    :func:`robust_brain.evaluation.frontends.evaluate_enhancers`.
-
-    Arguments
-    ---------
-    manifest : path-like
-    data_root : path-like, optional
-    conditions : sequence of str, optional
-    max_utterances : int, optional
-
-    Returns
-    -------
-    list of dict
-    """
-    from robust_brain.evaluation import read_manifest
-
-    if not Path(manifest).is_file():
-        raise FileNotFoundError(f"evaluation manifest not found: {manifest}")
-    rows = read_manifest(manifest, data_root)
-    if conditions:
-        keep = set(conditions)
-        rows = [r for r in rows if r.get("condition") in keep]
-        if not rows:
-            raise ValueError(f"{manifest}: no row with a condition in {keep}")
-    if max_utterances:
-        rows = rows[: int(max_utterances)]
-    return rows
-
-
 def evaluate_joint_systems(
     manifest,
     systems: Mapping[str, tuple],
@@ -1629,10 +1578,22 @@ def evaluate_joint_systems(
     (list of dict, str)
         All result rows and the markdown table.
     """
-    from robust_brain.evaluation import evaluate, write_results
+    from robust_brain.evaluation import (
+        evaluate,
+        read_manifest,
+        select_rows,
+        write_results,
+    )
 
     out_dir = Path(out_dir)
-    rows = select_rows(manifest, data_root, conditions, max_utterances)
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(f"evaluation manifest not found: {manifest}")
+    rows = select_rows(
+        read_manifest(manifest, data_root),
+        conditions,
+        max_utterances,
+        source=manifest,
+    )
     all_rows = []
     if own_decodings:
         recs = []

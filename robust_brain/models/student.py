@@ -44,7 +44,6 @@ __all__ = [
     "distillation_loss",
     "EnhancementHead",
     "DomainDiscriminator",
-    "count_parameters",
 ]
 
 
@@ -198,29 +197,6 @@ def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None = None):
 def _time_mask(n: int, lengths: torch.Tensor, device) -> torch.Tensor:
     valid = torch.round(lengths.to(device).float() * n).clamp(min=1)
     return torch.arange(n, device=device).unsqueeze(0) < valid.unsqueeze(1)
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    """Number of parameters (trainable or not).
-
-    Arguments
-    ---------
-    module : torch.nn.Module
-
-    Returns
-    -------
-    int
-
-    Example
-    -------
-    >>> count_parameters(torch.nn.Linear(3, 2))
-    8
-    """
-    return sum(p.numel() for p in module.parameters())
-
-
-# --------------------------------------------------------------------------
-# teachers
 
 
 def load_hf_teacher(kind: str, source, save_path, **kwargs):

@@ -10,6 +10,7 @@ import torch
 from robust_brain.distortions import DistortedSpeech, Distorter
 from robust_brain.methods import distill as D
 from robust_brain.models.asr import ConformerASR
+from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import (
     DomainDiscriminator,
     EnhancementHead,
@@ -17,7 +18,6 @@ from robust_brain.models.student import (
     GradientReversalLayer,
     LayerTeacher,
     build_student,
-    count_parameters,
     dann_lambda,
     distillation_loss,
     grad_reverse,
