@@ -18,7 +18,10 @@ Usage::
 
 Systems (``NAME=SPEC``, comma separated): a manifest column (``noisy_wav``,
 ``clean_wav``, ``s1_wav+s2_wav`` for several streams),
-``folder:/path`` (processed wavs named ``<ID>.wav`` or ``<ID>_s<k>.wav``)
+``folder:/path`` (processed wavs named ``<ID>.wav`` or ``<ID>_s<k>.wav``),
+``pretrained:/path`` (a front-end folder a recipe wrote, e.g.
+``results/d4am_whisper_mini/1986/save/pretrained/D4AM``, run on the fly
+through :class:`robust_brain.inference.Enhancer`)
 or ``peer:NAME[:key=value...]``, an off-the-shelf enhancer run on the fly
 on CPU (``pip install robust_brain[peers]``): ``peer:deepfilternet3``
 (option ``atten_lim_db``, e.g. ``peer:deepfilternet3:atten_lim_db=12``),

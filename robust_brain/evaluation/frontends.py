@@ -1,7 +1,8 @@
 """Front-ends judged by unseen recognisers: one API for every method.
 
 :func:`evaluate_enhancers` scores trained enhancers (each at a fixed input
-level, :class:`LevelNormalizedEnhancer`) next to the noisy input, the
+level, through :class:`robust_brain.inference.Enhancer`, the interface
+users load) next to the noisy input, the
 clean reference and off-the-shelf peers (:mod:`robust_brain.evaluation.
 peers`); :func:`wer_table` prints the comparison (systems x recogniser x
 condition group), :func:`write_results_summary` gathers the tables of
@@ -29,8 +30,9 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
+from robust_brain.inference import Enhancer
+
 __all__ = [
-    "LevelNormalizedEnhancer",
     "condition_family",
     "wer_table",
     "recogniser_roles",
@@ -38,47 +40,6 @@ __all__ = [
     "evaluate_enhancers",
     "write_results_summary",
 ]
-
-
-class LevelNormalizedEnhancer(torch.nn.Module):
-    """An enhancer applied after scaling each input to a fixed level.
-
-    D4AM's evaluation normalises every input to -25 dBFS before enhancing
-    (the unprocessed NOIS baseline is scored on the original files).
-
-    Arguments
-    ---------
-    enhancer : torch.nn.Module
-        ``enhancer(wavs, lengths)``.
-    level_dbfs : float, optional
-        RMS level of the input (None: no scaling).
-
-    Example
-    -------
-    >>> f = LevelNormalizedEnhancer(lambda w, n: w, level_dbfs=-20.0)
-    >>> out = f(torch.ones(1, 100), torch.ones(1))
-    >>> round(float(out.pow(2).mean().sqrt()), 4)
-    0.1
-    """
-
-    def __init__(self, enhancer, level_dbfs: float | None = -25.0):
-        super().__init__()
-        self.enhancer = enhancer
-        self.level_dbfs = level_dbfs
-
-    def forward(self, wavs, lengths):
-        if self.level_dbfs is not None:
-            n = wavs.shape[-1]
-            mask = (
-                torch.arange(n, device=wavs.device).unsqueeze(0)
-                < torch.round(lengths * n).unsqueeze(1)
-            ).to(wavs.dtype)
-            power = (wavs.pow(2) * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-            gain = 10.0 ** (self.level_dbfs / 20.0) / power.sqrt().clamp_min(
-                1e-8
-            )
-            wavs = wavs * gain.unsqueeze(-1)
-        return self.enhancer(wavs, lengths)
 
 
 _SNR_SUFFIX = re.compile(r"_-?\d+(\.\d+)?dB$")
@@ -258,7 +219,8 @@ def evaluate_enhancers(
     """Score enhancers with (unseen) recognisers on a pair manifest.
 
     Every enhancer gets inputs normalised to ``input_level_dbfs``
-    (:class:`LevelNormalizedEnhancer`); NOIS is the original noisy file.
+    (:class:`robust_brain.inference.Enhancer`); NOIS is the original noisy
+    file.
     Writes the evaluation package's files (per-condition tables, CSVs,
     WER-vs-SNR plot) to ``out_dir`` and the :func:`wer_table` to
     ``<out_dir>/<table_name>``.
@@ -323,8 +285,11 @@ def evaluate_enhancers(
     for name, spec in (peers or {}).items():
         systems[name] = f"peer:{spec}"
     for name, enh in enhancers.items():
-        enh.eval()
-        systems[name] = LevelNormalizedEnhancer(enh, input_level_dbfs).eval()
+        # scored through the interface users load (robust_brain.inference)
+        settings = {"sample_rate": 16000, "input_level_dbfs": input_level_dbfs}
+        modules = {"enhance_model": enh.eval()}
+        # not frozen: the caller may train it further
+        systems[name] = Enhancer(modules, settings, freeze_params=False)
     if include_clean and rows and rows[0].get("clean_wav"):
         systems["CLEAN"] = "clean_wav"
     result = evaluate(

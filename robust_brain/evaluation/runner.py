@@ -350,7 +350,8 @@ class CallableSystem(System):
 
 def make_system(spec, batch_size: int = 8, device: str = "cpu") -> System:
     """A :class:`System` from a column spec, ``"folder:..."``,
-    ``"peer:..."``, a callable or a System.
+    ``"peer:..."``, ``"pretrained:<folder>"`` (a trained front-end,
+    :class:`robust_brain.inference.Enhancer`), a callable or a System.
 
     Example
     -------
@@ -367,6 +368,14 @@ def make_system(spec, batch_size: int = 8, device: str = "cpu") -> System:
         return CallableSystem(spec, batch_size=batch_size, device=device)
     if isinstance(spec, str) and spec.startswith("folder:"):
         return FolderSystem(spec[len("folder:") :])
+    if isinstance(spec, str) and spec.startswith("pretrained:"):
+        # a trained front-end folder (robust_brain.inference.write_enhancer)
+        from robust_brain.inference import Enhancer
+
+        enhancer = Enhancer.from_hparams(
+            source=spec[len("pretrained:") :], run_opts={"device": device}
+        )
+        return CallableSystem(enhancer, batch_size=batch_size, device=device)
     if isinstance(spec, str) and spec.startswith("peer:"):
         # the peers are CPU libraries, whatever device the others use
         peer = build_peer(spec[len("peer:") :])

@@ -49,6 +49,7 @@ import torch
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.streams import PairedStreams
 from robust_brain.evaluation.report import plot_surgery_log
+from robust_brain.inference import write_enhancer
 from robust_brain.models.asr import freeze
 from robust_brain.stages import (
     SelectedCheckpoint,
@@ -741,6 +742,10 @@ def train_systems(
         False when INIT's weights come from elsewhere (a checkpoint file)
         and no INIT epochs are asked for.
 
+    Each system is also written to ``<save_folder>/pretrained/<name>``
+    (:func:`robust_brain.inference.write_enhancer`) when ``init`` or
+    ``modes`` run.
+
     Returns
     -------
     dict
@@ -782,6 +787,19 @@ def train_systems(
                 dry=hparams.get("mode_dry", 0.0),
             )
         )
+    if {"init", "modes"} & set(
+        stages
+    ) and sb.utils.distributed.if_main_process():
+        # every trained front-end, loadable with Enhancer.from_hparams
+        for name, enhancer in systems.items():
+            write_enhancer(
+                Path(hparams["save_folder"]) / "pretrained" / name,
+                enhancer,
+                sample_rate=hparams["sample_rate"],
+                input_level_dbfs=hparams["eval_input_level_dbfs"],
+                description=f"D4AM recipe, system {name}, seed "
+                f"{hparams['seed']}, proxy {hparams.get('proxy_name', '')}",
+            )
     order = [m for m in MODES if m in systems]
     if hparams["eval_grid_alphas"]:
         order += sorted(set(systems) - set(order))

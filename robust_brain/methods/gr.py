@@ -67,11 +67,11 @@ from robust_brain.brain import DualLossBrain
 from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.frontends import (
-    LevelNormalizedEnhancer,
     evaluate_enhancers,
     write_results_summary,
 )
 from robust_brain.evaluation.report import plot_surgery_log
+from robust_brain.inference import LevelNormalizedEnhancer
 from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.stages import (
     SelectedCheckpoint,

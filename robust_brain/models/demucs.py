@@ -384,6 +384,8 @@ class Demucs(nn.Module):
         self.floor = floor
         self.sample_rate = sample_rate
         self.resample_zeros = resample_zeros
+        self.growth, self.max_hidden, self.glu = growth, max_hidden, glu
+        self.rescale = rescale
 
         ch_scale = 2 if glu else 1
 
@@ -515,6 +517,28 @@ class Demucs(nn.Module):
             reach = j // factor + zeros - (1 if j % factor == 0 else 0)
             best = max(best, reach - n)
         return best
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this model as it is now
+        (``dry`` included), e.g. for :func:`robust_brain.inference.
+        write_enhancer`.
+
+        Example
+        -------
+        >>> m = Demucs(hidden=4, depth=2)
+        >>> m.dry = 0.5
+        >>> again = Demucs(**m.config)
+        >>> again.dry, sum(p.numel() for p in again.parameters()) == sum(
+        ...     p.numel() for p in m.parameters())
+        (0.5, True)
+        """
+        names = (
+            "chin chout hidden depth kernel_size stride causal resample "
+            "growth max_hidden normalize glu rescale floor sample_rate "
+            "resample_zeros dry"
+        ).split()
+        return {name: getattr(self, name) for name in names}
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor | None = None
