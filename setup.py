@@ -1,7 +1,7 @@
 """Install robust_brain: ``pip install -e .[dev]``.
 
-Core dependencies are pinned to the stack measured in
-the measured stack: torch and torchaudio MUST be pinned together
+Core dependencies are pinned to the measured stack (README.md, "Set-up:
+the two commands"): torch and torchaudio MUST be pinned together
 (torchaudio 2.11.0 declares no torch requirement).
 """
 

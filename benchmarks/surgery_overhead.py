@@ -35,7 +35,7 @@ Four scenarios:
   the pip packages; :class:`robust_brain.models.whisper.WhisperASR`, 10 s
   window); main loss = Whisper's teacher-forced cross-entropy, aux = L1 +
   MR-STFT; configs plain, ``Sum (linear)``, ``GCLB``, ``D4AM``.
-* ``gr`` (Gradient Remedy at the paper's sizes, ALGORITHMS.md §2.2): the
+* ``gr`` (Gradient Remedy at the paper's sizes, docs/methods.md): the
   BLSTM magnitude-mask front-end (STFT 512 / 256, 3 x 896 per direction,
   ReLU mask; :class:`robust_brain.models.mask_net.MaskNet`) feeding a
   Conformer CTC/attention ASR of 12 blocks d 256, FFN 2048, kernel 15 and

@@ -1,8 +1,9 @@
 """Online speech distortions for distortion-robust distillation.
 
-The operations of RobustDistiller (ALGORITHMS.md §3.4) and of
-Cross-Distortion Mapping (§5.3), applied to ONE utterance with a numpy
-generator that the caller seeds per utterance (see
+The operations of RobustDistiller and of Cross-Distortion Mapping
+(docs/methods.md: RobustDistiller corruption, Cross-Distortion Mapping),
+applied to ONE utterance with a numpy generator that the caller seeds
+per utterance (see
 :func:`robust_brain.data.streams.item_rng`): the same ``(seed, epoch,
 utterance)`` gives the same distortion in any DataLoader worker, process
 or DDP rank.
@@ -34,7 +35,7 @@ name          kind       what
   ``[noise, reverb, noise+reverb]`` at 0.25 each;
 * ``double``: one additive type uniformly from ``additive`` THEN one
   other type uniformly from ``nonadditive`` (``none`` allowed in both
-  lists), the default of CDM (§5.3).
+  lists), the default of CDM (docs/methods.md, Cross-Distortion Mapping).
 
 Additive noise is applied first, so it is also reverberated / shifted
 (as in both official codes).
@@ -231,7 +232,7 @@ def chain_name(ops: Sequence[str]) -> str:
 
 
 class Distorter:
-    """Per-utterance random distortion chains (§3.4, §5.3), seeded.
+    """Per-utterance random distortion chains (docs/methods.md), seeded.
 
     Resources (manifests) are read lazily, on first use, so that a recipe
     can name a manifest that its preparation writes later; :meth:`check`

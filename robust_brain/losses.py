@@ -1,6 +1,6 @@
 """Signal-level losses shared by the recipes.
 
-D4AM's regression loss (ALGORITHMS.md §1.2): for an estimate ``s_hat`` and a
+D4AM's regression loss (docs/methods.md): for an estimate ``s_hat`` and a
 clean reference ``s``::
 
     l(s_hat, s) = mean|s_hat - s| + 0.5 * L_sc + 0.5 * L_logmag

@@ -220,7 +220,7 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 def calibrate(
     g_cls: torch.Tensor, g_reg: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """D4AM gradient calibration coefficient (ALGORITHMS.md §1.3).
+    """D4AM gradient calibration coefficient (docs/methods.md, GCLB).
 
     ``alpha_gclb = max(0, -<g_cls, g_reg> / ||g_reg||^2)``, and 0 when
     ``||g_reg|| = 0``. Adding ``alpha_gclb * g_reg`` to ``g_cls`` projects
@@ -268,10 +268,10 @@ def langevin_noise(
 
     ``g + xi * sigma * sqrt(1 - m) / lr * |g|^(1/2)`` with
     ``sigma^2 = 2 lr (1 - m) / N`` and ``xi ~ N(0, 1)`` per element.
-    With lr = 1e-4, m = 0.9, N = 2.5e5 the factor is 0.028 (ALGORITHMS.md
-    quotes 9e-3 for the same numbers; the formula above is what the
-    official code computes). Not positively homogeneous: apply it to TRUE
-    (unscaled) gradients.
+    With lr = 1e-4, m = 0.9, N = 2.5e5 the factor is 0.028 (docs/methods.md,
+    Langevin noise: 9e-3, once quoted for the same numbers, does not
+    follow; the formula above is what the official code computes). Not
+    positively homogeneous: apply it to TRUE (unscaled) gradients.
 
     Arguments
     ---------
@@ -312,7 +312,7 @@ def langevin_noise(
 
 
 class SRPRWeighter(torch.nn.Module):
-    """D4AM's regression-objective weight ``alpha_srpr`` (ALGORITHMS.md §1.3).
+    """D4AM's regression-objective weight ``alpha_srpr`` (docs/methods.md).
 
     Gradient descent, averaged over a window, on
     ``|| alpha * g_reg - (g_cls + alpha_gclb * g_reg) ||^2``::
@@ -427,7 +427,7 @@ def remedy(
     eps: float = 1e-12,
     return_stats: bool = False,
 ):
-    """Gradient Remedy (Hu et al., ICASSP 2023; ALGORITHMS.md §2.3).
+    """Gradient Remedy (Hu et al., ICASSP 2023; docs/methods.md).
 
     1. Angle: when ``<g_se, g_asr> < 0``, project ``g_se`` onto the normal
        plane of ``g_asr`` and add a component along ``g_asr`` so that the
@@ -682,12 +682,13 @@ class Weighted(CombinationRule):
 
 
 class D4AM(CombinationRule):
-    """D4AM: ``g = g_cls + (alpha_gclb + alpha_srpr) * g_reg`` (§1.3).
+    """D4AM: ``g = g_cls + (alpha_gclb + alpha_srpr) * g_reg``.
 
-    One global dot product over all shared parameters (not per layer).
-    ``alpha_srpr`` is updated AFTER ``g`` is formed with its current value;
-    the optional Langevin noise is added to ``g`` afterwards (before the
-    engine clips). :class:`GCLB` and :class:`SRPR` are the ablations.
+    See docs/methods.md, The D4AM update. One global dot product over all
+    shared parameters (not per layer). ``alpha_srpr`` is updated AFTER
+    ``g`` is formed with its current value; the optional Langevin noise is
+    added to ``g`` afterwards (before the engine clips). :class:`GCLB` and
+    :class:`SRPR` are the ablations.
 
     Arguments
     ---------

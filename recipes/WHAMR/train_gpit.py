@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Transcription-free fine-tuning of a speech separator (GPIT + L_AE).
 
-Ravenscroft et al. (Interspeech 2024), ALGORITHMS.md §4. To run this
+Ravenscroft et al. (Interspeech 2024), docs/methods.md, GPIT. To run this
 recipe::
 
     # real WHAMR! (16 kHz, max), frozen wav2vec 2.0 960 h CTC encoder

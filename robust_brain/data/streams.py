@@ -1,7 +1,7 @@
 """Speech streams with seeded online corruption, and D4AM's stream pairing.
 
-D4AM trains its enhancer on TWO streams at every step (ALGORITHMS.md
-§1.4-1.5): a transcribed stream (noisy/clean utterances + tokens, for the
+D4AM trains its enhancer on TWO streams at every step (docs/methods.md,
+D4AM set-up): a transcribed stream (noisy/clean utterances + tokens, for the
 classification loss through the proxy and half of the regression loss) and
 a speech-only stream (noisy/clean segments, for the other half of the
 regression loss).
@@ -150,10 +150,10 @@ def _crop_or_tile(x: torch.Tensor, n: int, rng: np.random.Generator):
 class NoiseCorruptor:
     """Additive noise at a random SNR, optional reverberation (seeded).
 
-    D4AM's corruption (§1.5): the clean signal is scaled to
-    ``speech_level_dbfs`` RMS, a random noise file is randomly cropped (or
-    tiled when shorter) to the signal's length and added at an SNR drawn
-    uniformly in ``snr_range`` (the SNR is measured over the whole,
+    D4AM's corruption (docs/methods.md, D4AM data): the clean signal is
+    scaled to ``speech_level_dbfs`` RMS, a random noise file is randomly
+    cropped (or tiled when shorter) to the signal's length and added at an
+    SNR drawn uniformly in ``snr_range`` (the SNR is measured over the whole,
     possibly reverberant, speech). With probability ``rir_prob`` the speech
     is first convolved with a random impulse response (level kept) while
     the target stays the dry signal (the MiniNoisy RIRs are aligned on

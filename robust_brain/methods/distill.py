@@ -2,19 +2,21 @@
 
 Both are :class:`~robust_brain.brain.DualLossBrain` subclasses: the main
 loss is DistilHuBERT's layer-wise distillation (L1 + ``-log sigmoid(cos)``,
-ALGORITHMS.md §3.3, §5.2) from a FROZEN teacher; the auxiliary loss is
+docs/methods.md, Distillation loss) from a FROZEN teacher; the auxiliary
+loss is
 
-* :class:`RobustDistillerBrain` (§3): ``enh_weight`` (2) x the L1 of the
-  enhancement head's masked noisy STFT magnitude to the clean one; the
-  student sees the distorted waveform, the teacher the clean one; the
-  head is trained with the student and dropped at inference
-  (:meth:`DistillBrain.inference_model` is the student alone);
-* :class:`CDMBrain` (§5): Cross-Distortion Mapping, setup 1 (teacher
-  clean, student distorted) or setup 2 (independent distortions for
-  both), and optionally Domain-Adversarial Training: ``dat`` = the
-  domain cross-entropy of a discriminator on the time-pooled student
-  features, seen THROUGH a gradient-reversal layer (coefficient lambda on
-  the DANN schedule).
+* :class:`RobustDistillerBrain` (docs/methods.md, RobustDistiller):
+  ``enh_weight`` (2) x the L1 of the enhancement head's masked noisy STFT
+  magnitude to the clean one; the student sees the distorted waveform,
+  the teacher the clean one; the head is trained with the student and
+  dropped at inference (:meth:`DistillBrain.inference_model` is the
+  student alone);
+* :class:`CDMBrain` (docs/methods.md, CDM and DAT): Cross-Distortion
+  Mapping, setup 1 (teacher clean, student distorted) or setup 2
+  (independent distortions for both), and optionally Domain-Adversarial
+  Training: ``dat`` = the domain cross-entropy of a discriminator on the
+  time-pooled student features, seen THROUGH a gradient-reversal layer
+  (coefficient lambda on the DANN schedule).
 
 How DAT meets the engine (which alone steps the student's optimizer):
 
@@ -302,8 +304,8 @@ class DistillBrain(DualLossBrain):
 
 
 class RobustDistillerBrain(DistillBrain):
-    """RobustDistiller (§3): distorted student, clean teacher, and the
-    enhancement head's L1 (weight ``enh_weight``, 2) as ``enh``.
+    """RobustDistiller (docs/methods.md): distorted student, clean teacher,
+    and the enhancement head's L1 (weight ``enh_weight``, 2) as ``enh``.
 
     ``modules``: ``student`` and ``enhancement_head``
     (:class:`EnhancementHead` on the student's CNN features). The head is
@@ -348,7 +350,7 @@ class RobustDistillerBrain(DistillBrain):
 
 
 class CDMBrain(DistillBrain):
-    """Cross-Distortion Mapping (§5.3) with optional DAT (§5.4).
+    """Cross-Distortion Mapping with optional DAT (docs/methods.md).
 
     The setup is the data's (:func:`make_distill_set`). With hparam
     ``dat`` True the auxiliary loss ``dat`` is the discriminator's

@@ -1,6 +1,6 @@
 """Transcription-free fine-tuning of a speech separator (GPIT + L_AE).
 
-Ravenscroft et al. (Interspeech 2024), ALGORITHMS.md §4: a pretrained
+Ravenscroft et al. (Interspeech 2024), docs/methods.md, GPIT: a pretrained
 separator is fine-tuned on audio only, with the distance between the
 embeddings that a FROZEN pretrained ASR encoder gives of each estimated
 source and of its reference (L_AE). Everything beyond the abstract is a

@@ -1,7 +1,7 @@
 """Gradient Remedy: joint SE front-end + E2E ASR (Hu et al., ICASSP 2023).
 
 :class:`GRBrain` is a :class:`~robust_brain.brain.DualLossBrain` with
-``loss_names = ("asr", "se")`` (ALGORITHMS.md §2): the enhancer (the
+``loss_names = ("asr", "se")`` (docs/methods.md): the enhancer (the
 BLSTM mask network :class:`~robust_brain.models.mask_net.MaskNet`, or any
 waveform front-end such as DEMUCS) feeds its WAVEFORM to a
 :class:`~robust_brain.models.asr.ConformerASR`, and both are trained

@@ -1,6 +1,6 @@
 """A Conformer CTC/attention recogniser built from SpeechBrain classes.
 
-:class:`ConformerASR` is D4AM's proxy acoustic model (ALGORITHMS.md §1.2):
+:class:`ConformerASR` is D4AM's proxy acoustic model (docs/methods.md):
 ``Fbank -> [InputNormalization] -> ConvolutionFrontEnd -> TransformerASR
 (conformer encoder, RelPosMHAXL, non-causal) -> ctc_lin / seq_lin``. With
 the defaults its parameters have exactly the layout of SpeechBrain's
@@ -20,7 +20,7 @@ Two ways of using the outputs, kept apart on purpose:
 * :meth:`ConformerASR.greedy_ctc` / :meth:`ConformerASR.transcribe`:
   FREE-RUNNING greedy CTC decoding for evaluation; the reference never
   reaches the model (the official D4AM evaluation teacher-forces the
-  attention decoder, ALGORITHMS.md §1.8.1).
+  attention decoder; docs/methods.md, D4AM: the official code).
 
 :class:`CTCProxy` makes any encoder + linear CTC head (e.g. SpeechBrain's
 wav2vec2 CTC recognisers: ``Wav2Vec2`` + ``enc`` + ``ctc_lin``) a proxy
@@ -160,7 +160,7 @@ class ConformerASR(torch.nn.Module):
         ``norm_update_until_epoch`` epochs of training and checkpointed
         apart, like the hub's ``normalizer.ckpt``). The module always
         exists, so that it can be loaded; with False it is not applied, as
-        in the official D4AM proxy path (ALGORITHMS.md §1.8.8);
+        in the official D4AM proxy path (docs/methods.md);
         SpeechBrain's interface applies it.
     norm_update_until_epoch : int
         See ``normalize``.

@@ -3,7 +3,7 @@
 A U-Net of strided 1-D convolutions over the raw waveform with an LSTM
 bottleneck, as described by Defossez et al., "Real Time Speech Enhancement
 in the Waveform Domain" (Interspeech 2020). The defaults give the causal
-"dns48" configuration that D4AM fine-tunes (ALGORITHMS.md section 1.2).
+"dns48" configuration that D4AM fine-tunes (docs/methods.md, D4AM set-up).
 
 This is an independent implementation. Its parameter names follow the
 layout of the public ``facebookresearch/denoiser`` checkpoints

@@ -1,11 +1,12 @@
 """Gradient Remedy's SE front-end: a BLSTM STFT-magnitude mask network.
 
 :class:`MaskNet` is the ``tf_masking1`` model of the official GR code
-(ALGORITHMS.md §2.2): STFT of the noisy waveform, normalised log-magnitude
-features, a stack of bidirectional LSTMs, dropout, a linear layer to one
-value per frequency bin and a mask activation; the mask multiplies the
-noisy complex spectrum (the noisy phase is kept) and the waveform comes
-back by iSTFT, so the recogniser behind it reads a WAVEFORM.
+(docs/methods.md, GR set-up and losses): STFT of the noisy waveform,
+normalised log-magnitude features, a stack of bidirectional LSTMs,
+dropout, a linear layer to one value per frequency bin and a mask
+activation; the mask multiplies the noisy complex spectrum (the noisy
+phase is kept) and the waveform comes back by iSTFT, so the recogniser
+behind it reads a WAVEFORM.
 
 Deviations (all hparams): the official code normalises ``|Y|`` with a
 precomputed CMVN pickle that is not distributed; here the input is

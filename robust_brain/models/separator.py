@@ -14,7 +14,7 @@ N, frames)``:
 * :class:`ConformerMaskNet`: a TD-Conformer-style mask network (a
   Conformer over the frame sequence, after a bottleneck and an optional
   strided subsampling), after Ravenscroft et al.'s TD-Conformer
-  (ALGORITHMS.md §4.3); a reconstruction, not their code.
+  (docs/methods.md, Separators); a reconstruction, not their code.
 
 Authors
  * robust_brain contributors 2026

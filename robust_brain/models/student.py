@@ -9,14 +9,15 @@
   front-end) and its first ``num_layers`` Transformer layers, COPIED from
   the teacher where shapes allow, plus prediction heads for chosen teacher
   layers (``expand-last``: one ``Linear(D, K * D)``), as DistilHuBERT
-  (ALGORITHMS.md §3.2, §5.2). Gradients into the front-end are scaled by
-  ``feature_grad_mult`` (0.1).
+  (docs/methods.md, Student and teacher). Gradients into the front-end are
+  scaled by ``feature_grad_mult`` (0.1).
 * :func:`distillation_loss`: L1 + ``cos_weight`` * ``-log sigmoid(cos)``.
 * :class:`EnhancementHead`: RobustDistiller's training-only head (a
   sigmoid mask on the noisy STFT magnitude, from the student's CNN
   features).
 * :class:`GradientReversal` (our own autograd Function),
-  :func:`dann_lambda` and :class:`DomainDiscriminator` for DAT (§5.4).
+  :func:`dann_lambda` and :class:`DomainDiscriminator` for DAT
+  (docs/methods.md, Domain-adversarial training).
 """
 
 from __future__ import annotations
@@ -722,9 +723,9 @@ def distillation_loss(preds, targets, lens=None, cos_weight: float = 1.0):
 
 class EnhancementHead(torch.nn.Module):
     """A sigmoid mask on the noisy STFT magnitude from the student's CNN
-    features (RobustDistiller, §3.2): features interpolated (nearest) to
-    the STFT frame rate -> BLSTM -> dropout -> Linear -> sigmoid. Used for
-    training only: the student never calls it.
+    features (RobustDistiller; docs/methods.md, Enhancement head): features
+    interpolated (nearest) to the STFT frame rate -> BLSTM -> dropout ->
+    Linear -> sigmoid. Used for training only: the student never calls it.
 
     Arguments
     ---------
@@ -762,7 +763,7 @@ class EnhancementHead(torch.nn.Module):
         super().__init__()
         self.n_fft, self.hop, self.win = n_fft, hop_length, win_length
         # a buffer: follows the module to its device (the official head
-        # creates it on "cuda" in __init__, §3.9.2)
+        # creates it on "cuda" in __init__; docs/methods.md)
         self.register_buffer(
             "window", torch.hann_window(win_length), persistent=False
         )
@@ -834,7 +835,7 @@ class DomainDiscriminator(torch.nn.Module):
     num_domains : int
         2 (binary clean/distorted) or the number of distortion types.
     num_layers : int
-        Hidden layers (2 = the §5.4 recommendation's 2-layer MLP has one).
+        Hidden layers (2 = the 2-layer MLP of docs/methods.md, which has one).
 
     Example
     -------

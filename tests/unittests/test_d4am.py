@@ -507,7 +507,7 @@ def test_run_modes_fine_tunes_at_the_dry_value():
 @pytest.mark.parametrize("mode", ["GCLB", "SRPR", "D4AM"])
 def test_surgery_modes_equal_their_formula(mode, data):
     """One SGD step of GCLB / SRPR / D4AM (no noise) equals the update
-    computed by hand from the two task gradients (§1.3)."""
+    computed by hand from the two task gradients (docs/methods.md)."""
     lr = 0.05
     proxy = make_proxy()
     train = make_train_set(mode, data["asr"], data["se"])

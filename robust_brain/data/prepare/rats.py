@@ -1,6 +1,6 @@
 """RATS channel A preparation (8 kHz retransmitted radio speech + clean).
 
-The Gradient Remedy experiments on RATS (ALGORITHMS.md §2.6) read ESPnet
+The Gradient Remedy experiments on RATS (docs/methods.md, GR data) read ESPnet
 joint enhancement + ASR data folders: per split, Kaldi-style files
 (``<utt> <value>`` per line)::
 
