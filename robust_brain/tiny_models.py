@@ -80,7 +80,7 @@ STAMP_NAME = ".tiny_model.json"
 #: Files a complete tiny model folder holds (besides the stamp).
 _MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
-# Shared by Wav2Vec2 / WavLM / HuBERT: the tiny transformer of STACK.md on
+# Shared by Wav2Vec2 / WavLM / HuBERT: the tiny transformer on
 # top of the real 7-layer conv front end (hop 320 samples = 20 ms).
 _SSL_DEFAULTS = {
     "hidden_size": 32,

@@ -1,7 +1,7 @@
 """D4AM: fine-tune a speech enhancer for a FROZEN proxy recogniser.
 
 :class:`D4AMBrain` is a :class:`~robust_brain.brain.DualLossBrain` with
-``loss_names = ("cls", "reg")`` (ALGORITHMS.md §1):
+``loss_names = ("cls", "reg")`` (docs/methods.md, D4AM):
 
 * ``cls``: the proxy's joint CTC/attention loss on the ENHANCED transcribed
   stream (the proxy is frozen: eval mode, no parameter gradient, the

@@ -1,6 +1,6 @@
 """Tiny local HF models load through SpeechBrain's REAL wrappers, offline.
 
-Also pins down the "frozen but differentiable" pattern of STACK.md:
+Also pins down the "frozen but differentiable" pattern:
 ``freeze=True`` runs the wrapper's forward under ``torch.no_grad()`` (no
 gradient reaches the input), so a loss THROUGH a frozen encoder needs
 ``freeze=False`` + ``requires_grad_(False)`` + ``.eval()``.
@@ -169,7 +169,7 @@ def test_frozen_but_differentiable_pattern(kind, paths, tmp_path):
 
 @pytest.mark.parametrize("kind", tm.KINDS)
 def test_freeze_true_cuts_the_input_gradient(kind, paths, tmp_path):
-    """The STACK.md trap: freeze=True runs under no_grad, so a loss
+    """The trap: freeze=True runs under no_grad, so a loss
     through the encoder cannot reach the input."""
     enc = load(kind, paths[kind], tmp_path, freeze=True)
     wav = torch.randn(1, SR, requires_grad=True)
