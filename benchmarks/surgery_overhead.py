@@ -109,6 +109,7 @@ from robust_brain.models.whisper import WhisperASR  # noqa: E402
 from robust_brain.pretrained import whisper_checkpoint  # noqa: E402
 
 SAMPLE_RATE = 16000
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 VOCAB = 5000
 TOKENS_PER_SECOND = 15  # ~60 tokens per 4 s utterance
 BOS, EOS, BLANK = 1, 2, 0
@@ -394,7 +395,7 @@ class Scenario:
             self.configs = WHISPER_CONFIGS
             self.front = Demucs().to(device)
             self.asr = WhisperASR(
-                whisper_checkpoint(args.whisper), tempfile.mkdtemp()
+                whisper_source(args.whisper), tempfile.mkdtemp()
             ).to(device)
         else:
             self.configs = CONFIGS
@@ -691,6 +692,27 @@ def report(scenario, times, phases, peaks):
     return rows
 
 
+def whisper_source(spec: str) -> Path:
+    """The Whisper of ``--whisper``: ``tiny.en``/``base`` (converted from
+    the pip packages) or a transformers folder. A folder with a config but
+    no weights gets random weights of that shape: step time and memory do
+    not depend on the values, so a GPU check needs no checkpoint."""
+    folder = Path(spec)
+    if not (folder / "config.json").is_file():
+        return whisper_checkpoint(spec)
+    if any((folder / f).is_file() for f in WEIGHT_FILES):
+        return folder
+    import shutil
+
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    out = Path(tempfile.mkdtemp()) / folder.name
+    shutil.copytree(folder, out)
+    config = WhisperConfig.from_pretrained(folder)
+    WhisperForConditionalGeneration(config).save_pretrained(out)
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -720,7 +742,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--whisper",
         default="tiny.en",
-        help="scenario whisper: tiny.en, base or a CTranslate2 folder",
+        help="scenario whisper: tiny.en, base, a CTranslate2 folder or a "
+        "transformers folder (config only: random weights of that shape)",
     )
     p.add_argument(
         "--threads",
