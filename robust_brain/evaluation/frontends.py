@@ -173,7 +173,8 @@ def recogniser_roles(hparams: Mapping) -> str:
 
 def dry_variants(enhancers: Mapping, values: Sequence[float]) -> dict:
     """The enhancers, then each again at every non-zero dry/wet value
-    (``NAME@dry<v>``: ``(1 - v) * enhanced + v * noisy``, DEMUCS' ``dry``).
+    (``NAME@dry<v>``: ``(1 - v) * enhanced + v * noisy``, DEMUCS' ``dry``)
+    that it does not already have.
 
     Example
     -------
@@ -181,6 +182,8 @@ def dry_variants(enhancers: Mapping, values: Sequence[float]) -> dict:
     >>> out = dry_variants({"INIT": Demucs(hidden=4, depth=2)}, [0, 0.5])
     >>> list(out), out["INIT@dry0.5"].dry, out["INIT"].dry
     (['INIT', 'INIT@dry0.5'], 0.5, 0.0)
+    >>> list(dry_variants({"CLSO": Demucs(hidden=4, depth=2, dry=0.5)}, [0.5]))
+    ['CLSO']
     """
     out = dict(enhancers)
     for value in values:
@@ -189,6 +192,8 @@ def dry_variants(enhancers: Mapping, values: Sequence[float]) -> dict:
         for name, enh in enhancers.items():
             if not hasattr(enh, "dry"):
                 raise ValueError(f"{name}: its enhancer has no dry/wet knob")
+            if enh.dry == value:  # already used at that value (mode_dry)
+                continue
             variant = copy.deepcopy(enh)
             variant.dry = float(value)
             out[f"{name}@dry{value:g}"] = variant
