@@ -39,6 +39,7 @@ __all__ = [
     "dry_variants",
     "evaluate_enhancers",
     "write_results_summary",
+    "seed_table",
 ]
 
 
@@ -349,3 +350,111 @@ def write_results_summary(
     text = "\n\n".join(p.read_text().strip() for p in done) + "\n"
     Path(output_file).write_text(text)
     return text
+
+
+def seed_table(
+    rows_by_seed: Mapping[str, Sequence[Mapping]],
+    groups: Mapping[str, Sequence[str]],
+    systems: Sequence[str] | None = None,
+    recogniser: str | None = None,
+    reference: str = "NOIS",
+    title: str = "",
+) -> str:
+    """Markdown table over seeds: each system's pooled WER (%) per group
+    of conditions, mean ± standard deviation over the seeds, and the
+    relative change against ``reference`` on the first group.
+
+    A seed's cell pools the errors of the group's utterances; systems
+    missing in a seed are averaged over the seeds that have them (``n``).
+
+    Arguments
+    ---------
+    rows_by_seed : mapping
+        Seed -> ``utterances.csv`` rows of one evaluation (``system``,
+        ``recogniser``, ``condition`` and the error counts).
+    groups : mapping
+        Column label -> the ``condition`` values it pools.
+    systems : sequence of str, optional
+        Row order (default: order of appearance).
+    recogniser : str, optional
+        Only this recogniser's rows (default: all must be one).
+    reference : str
+        The system of the relative column.
+    title : str
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> def rows(errs):
+    ...     return [dict(system=s, recogniser="r", condition="pink_0dB",
+    ...                  sub=e, ins=0, n_ref=10, **{"del": 0})
+    ...             for s, e in errs.items()]
+    >>> runs = {"1": rows({"NOIS": 5, "D4AM": 4}),
+    ...         "2": rows({"NOIS": 5, "D4AM": 2})}
+    >>> print(seed_table(runs, {"pink 0": ["pink_0dB"]}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    WER (%), mean ± std over seeds 1, 2
+    <BLANKLINE>
+    | system | n | pink 0 | rel. to NOIS, pink 0 (%) |
+    |---|---|---|---|
+    | NOIS | 2 | 50.0 ± 0.0 | 0.0 ± 0.0 |
+    | D4AM | 2 | 30.0 ± 14.1 | -40.0 ± 28.3 |
+    """
+    import statistics
+
+    per_seed: dict = {}  # (seed, system, group) -> [errors, words]
+    seen: OrderedDict = OrderedDict()
+    recs = set()
+    for seed, rows in rows_by_seed.items():
+        for r in rows:
+            if recogniser and r["recogniser"] != recogniser:
+                continue
+            recs.add(r["recogniser"])
+            seen[r["system"]] = None
+            for label, conditions in groups.items():
+                if r.get("condition") in conditions:
+                    e = per_seed.setdefault((seed, r["system"], label), [0, 0])
+                    e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
+                    e[1] += int(r["n_ref"])
+    if len(recs) > 1:
+        raise ValueError(
+            f"rows of several recognisers {sorted(recs)}: pick one"
+        )
+
+    def rate(seed, system, label):
+        e = per_seed.get((seed, system, label))
+        return 100 * e[0] / e[1] if e and e[1] else None
+
+    def cell(values):
+        if not values:
+            return "–"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
+
+    first = next(iter(groups))
+    heads = ["system", "n", *groups, f"rel. to {reference}, {first} (%)"]
+    seeds = ", ".join(str(s) for s in rows_by_seed)
+    lines = [
+        (title + ", " if title else "") + f"WER (%), mean ± std over seeds "
+        f"{seeds}",
+        "",
+        "| " + " | ".join(heads) + " |",
+        "|" + "---|" * len(heads),
+    ]
+    for system in systems or list(seen):
+        have = [s for s in rows_by_seed if rate(s, system, first) is not None]
+        cells = [system, str(len(have))]
+        for label in groups:
+            values = [rate(s, system, label) for s in rows_by_seed]
+            cells.append(cell([v for v in values if v is not None]))
+        rel = []
+        for s in have:
+            ref = rate(s, reference, first)
+            if ref:
+                rel.append(100 * (rate(s, system, first) - ref) / ref)
+        cells.append(cell(rel))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
