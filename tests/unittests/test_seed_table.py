@@ -1,0 +1,74 @@
+"""tools/seed_table.py: a table over the seeds' evaluation folders."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "seed_table", ROOT / "tools" / "seed_table.py"
+)
+seed_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(seed_table)
+
+COLUMNS = ["ID", "system", "recogniser", "condition", "sub", "del", "ins"]
+
+
+def write_run(folder, errors):
+    path = folder / "eval" / "test" / "utterances.csv"
+    path.parent.mkdir(parents=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS + ["n_ref"])
+        w.writeheader()
+        for (system, rec, cond), e in errors.items():
+            w.writerow(
+                dict(
+                    ID="u",
+                    system=system,
+                    recogniser=rec,
+                    condition=cond,
+                    sub=e,
+                    ins=0,
+                    n_ref=10,
+                    **{"del": 0},
+                )
+            )
+
+
+def test_mean_and_spread_over_seeds_for_one_judge(tmp_path, capsys):
+    """Each seed's pooled WER per group, averaged; other judges ignored."""
+    for seed, d4am in (("1", 2), ("2", 4)):
+        write_run(
+            tmp_path / seed,
+            {
+                ("NOIS", "base", "pink_0dB"): 5,
+                ("D4AM", "base", "pink_0dB"): d4am,
+                ("D4AM", "base", "clean"): 1,
+                ("D4AM", "tiny", "pink_0dB"): 9,
+            },
+        )
+    runs = [str(tmp_path / "1"), str(tmp_path / "2")]
+    assert (
+        seed_table.main(
+            [
+                *runs,
+                "--recogniser",
+                "base",
+                "--groups",
+                "low=pink_0dB;clean=clean",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| D4AM | 2 | 30.0 ± 14.1 | 10.0 ± 0.0 | -40.0 ± 28.3 |" in out
+    assert "| NOIS | 2 | 50.0 ± 0.0 | – |" in out
+
+
+def test_missing_folder_and_bad_groups_are_named(tmp_path, capsys):
+    assert seed_table.main([str(tmp_path / "nope")]) == 1
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="'low' is not label=cond"):
+        seed_table.parse_groups("low")
