@@ -54,8 +54,8 @@ from robust_brain.evaluation.frontends import (
     recogniser_roles,
     write_results_summary,
 )
-from robust_brain.methods.d4am import check_plan, train_systems
 from robust_brain.models.asr import CTCRecogniser, freeze
+from robust_brain.pipelines.d4am import check_plan, train_systems
 from robust_brain.stages import loader_kwargs
 
 logger = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ from robust_brain.methods.d4am import (
     make_mode_rule,
     make_train_set,
     mode_losses,
-    train_enhancer_stage,
 )
 from robust_brain.models.asr import ConformerASR, freeze
 from robust_brain.models.demucs import Demucs
+from robust_brain.pipelines.d4am import train_enhancer_stage
 from robust_brain.surgery import D4AM, GCLB, SRPR, Sum, Weighted
 
 SR = 16000
@@ -439,7 +439,7 @@ def test_run_modes_picks_grid_alpha_on_validation(tmp_path):
     modes start from copies of INIT, which stays untouched."""
     import json
 
-    from robust_brain.methods.d4am import run_modes
+    from robust_brain.pipelines.d4am import run_modes
 
     wers = {0.1: 60.0, 1.0: 40.0, 10.0: 50.0}
     calls = []
@@ -488,7 +488,7 @@ def test_run_modes_fine_tunes_at_the_dry_value():
     """mode_dry: each mode is TRAINED at the dry/wet value (the stage sees
     it already set) and keeps it; INIT stays fully wet; an enhancer
     without the knob is refused by name."""
-    from robust_brain.methods.d4am import run_modes
+    from robust_brain.pipelines.d4am import run_modes
 
     seen = {}
 
@@ -562,7 +562,7 @@ def test_surgery_modes_equal_their_formula(mode, data):
 def test_init_stage_uses_init_regression_loss(monkeypatch, tmp_path):
     """INIT pre-trains with ``init_regression_loss``; the modes fine-tune
     with ``regression_loss`` (and their own epochs / optimizer)."""
-    from robust_brain.methods import d4am
+    from robust_brain.pipelines import d4am
 
     seen = {}
 
