@@ -36,7 +36,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_chime4
-from robust_brain.methods.gr import check_gr_plan, run_gr_on_splits
+from robust_brain.pipelines.gr import check_gr_plan, run_gr_on_splits
 
 logger = logging.getLogger(__name__)
 

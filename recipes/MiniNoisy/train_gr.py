@@ -41,11 +41,8 @@ from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_tokenizer
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.gr import (
-    check_gr_plan,
-    evaluate_gr_sets,
-    train_gr_systems,
-)
+from robust_brain.evaluation.joint import evaluate_gr_sets
+from robust_brain.pipelines.gr import check_gr_plan, train_gr_systems
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ enhancement + ASR data folders of the GR authors' recipe
 Preparation (``robust_brain.data.prepare.prepare_rats``): one manifest per
 split of ``train_splits``, ``valid_splits`` and ``eval_splits``. Then the
 stages of ``stages``, each checkpointed in ``<save_folder>/<stage>``
-(:func:`robust_brain.methods.gr.train_gr_systems`): the optional ``asr``
+(:func:`robust_brain.pipelines.gr.train_gr_systems`): the optional ``asr``
 and ``se`` pre-trainings, ``joint`` (every rule of ``rules`` from the same
 initialisation, from scratch by default as the official script, same seed
 and steps) and ``evaluate``: each split of ``eval_splits`` scored by the
@@ -34,7 +34,7 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.data.prepare import prepare_rats
-from robust_brain.methods.gr import check_gr_plan, run_gr_on_splits
+from robust_brain.pipelines.gr import check_gr_plan, run_gr_on_splits
 
 logger = logging.getLogger(__name__)
 

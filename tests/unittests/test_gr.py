@@ -8,19 +8,18 @@ import soundfile as sf
 import torch
 
 from robust_brain.data.streams import SpeechStream, TokenEncoder
+from robust_brain.evaluation.joint import gr_table
 from robust_brain.methods.gr import (
     RULES,
     GRBrain,
     TensorStats,
     check_rule,
-    gr_table,
     make_gr_rule,
-    run_rules,
     tensor_statistics,
-    train_joint_stage,
 )
 from robust_brain.models.asr import ConformerASR
 from robust_brain.models.mask_net import MagnitudeLoss, MaskNet
+from robust_brain.pipelines.gr import run_rules, train_joint_stage
 from robust_brain.surgery import CombinationRule, GradientRemedy, Sum
 
 SR = 16000
@@ -515,7 +514,7 @@ def test_asr_statistics_learnt_from_scratch_without_the_graph(stream, tmp_path):
 def test_train_gr_systems_follows_stages_and_pretrained(
     monkeypatch, stages, pretrained, asr_calls, se_calls, systems
 ):
-    import robust_brain.methods.gr as gr
+    import robust_brain.pipelines.gr as gr
 
     calls = {"asr": [], "se": [], "joint": []}
 
@@ -567,7 +566,7 @@ def test_train_gr_systems_follows_stages_and_pretrained(
     ],
 )
 def test_check_gr_plan_names_the_culprit(key, value, match):
-    from robust_brain.methods.gr import check_gr_plan
+    from robust_brain.pipelines.gr import check_gr_plan
 
     hparams = {
         "stages": ["joint"],
@@ -602,7 +601,8 @@ def test_pcgrad_per_tensor_hparam_reaches_the_rule():
 def test_8khz_systems_see_8khz_signals_and_return_16khz():
     """RATS: the evaluation reads 16 kHz; an 8 kHz system must get its
     input at 8 kHz (own decoding and unseen path) and hand 16 kHz back."""
-    from robust_brain.methods.gr import JointRecogniser, ResampledEnhancer
+    from robust_brain.evaluation.joint import JointRecogniser
+    from robust_brain.models.frontends import ResampledEnhancer
 
     seen = []
 
@@ -630,7 +630,7 @@ def test_split_streams_read_audio_under_data_root(tmp_path):
     """RATS with ``audio_root``: the manifests' ``$data_root`` is the audio
     root, not ``data_folder``; training must find the files there."""
     from robust_brain.data.prepare import prepare_rats
-    from robust_brain.methods.gr import split_streams
+    from robust_brain.pipelines.gr import split_streams
 
     root, audio = tmp_path / "espnet", tmp_path / "audio"
     for split in ("train", "valid"):
