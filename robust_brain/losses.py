@@ -13,6 +13,9 @@ SpeechBrain's ``lobes.models.HifiGAN.MultiScaleSTFTLoss`` has the same idea
 but calls ``torch.stft`` without ``return_complex`` (an error on torch 2.x)
 and without a window, so it is written here; padded samples (SpeechBrain
 relative ``lengths``) are excluded from every term.
+
+:func:`level_normalise` brings signals to one level over their valid
+samples before an encoder compares them (GPIT's L_AE).
 """
 
 import torch
@@ -190,3 +193,55 @@ class D4AMRegressionLoss(torch.nn.Module):
         ) / mask.sum(-1).clamp_min(1.0)
         sc, mag = self.stft_loss(estimate, target, lengths)
         return l1.mean() + self.sc_weight * sc + self.mag_weight * mag
+
+
+#: level normalisations applied to estimate and reference before encoding
+NORMALISATIONS = ("rms", "peak", "none")
+
+
+def level_normalise(wavs, lengths=None, method: str = "rms", eps=1e-8):
+    """Scale each signal to a fixed level over its valid samples; zero the
+    padding.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``(batch, time)``.
+    lengths : torch.Tensor, optional
+        Relative lengths (default: all valid).
+    method : str
+        ``rms`` (zero mean, unit RMS), ``peak`` (unit peak) or ``none``
+        (padding zeroed only).
+    eps : float
+        Floor of the level.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> x = torch.tensor([[1.0, 3.0, 100.0]])
+    >>> level_normalise(x, torch.tensor([2 / 3])).tolist()  # padding zeroed
+    [[-1.0, 1.0, 0.0]]
+    >>> level_normalise(x, method="peak")
+    tensor([[0.0100, 0.0300, 1.0000]])
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(
+            f"unknown normalisation {method!r}; choose one of {NORMALISATIONS}"
+        )
+    if lengths is None:
+        lengths = torch.ones(wavs.shape[0], device=wavs.device)
+    mask = length_mask(lengths, wavs.shape[-1]).to(wavs.dtype)
+    wavs = wavs * mask
+    if method == "none":
+        return wavs
+    count = mask.sum(-1, keepdim=True).clamp_min(1.0)
+    if method == "peak":
+        peak = wavs.abs().amax(-1, keepdim=True).clamp_min(eps)
+        return wavs / peak
+    mean = wavs.sum(-1, keepdim=True) / count
+    centred = (wavs - mean) * mask
+    rms = (centred.pow(2).sum(-1, keepdim=True) / count).sqrt()
+    return centred / rms.clamp_min(eps) + 0.0  # no -0.0 in the padding

@@ -41,14 +41,12 @@ from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.data.prepare.whamr import prepare_whamr
+from robust_brain.data.separation import SeparationSet
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.gpit import (
-    SeparationSet,
-    check_mode,
-    evaluate_separators,
-    train_separator_stage,
-)
+from robust_brain.evaluation.separation import evaluate_separators
+from robust_brain.methods.gpit import check_mode
 from robust_brain.models.demucs import load_enhancer_weights
+from robust_brain.pipelines.gpit import train_separator_stage
 from robust_brain.stages import loader_kwargs
 from robust_brain.surgery import make_rule
 

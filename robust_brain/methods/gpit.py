@@ -9,7 +9,8 @@ reconstruction; every unverified choice is an hparam:
 * :class:`EncoderEmbeddingLoss`: ``D(E(norm(est)), E(norm(ref)))`` over the
   VALID encoder frames only; ``D`` is ``mse`` (default), ``l1`` or
   ``cosine``; ``norm`` is ``rms`` (zero mean, unit RMS over the valid
-  samples; default), ``peak`` or ``none``; the layer(s) are the final
+  samples; default), ``peak`` or ``none``, see
+  :func:`~robust_brain.losses.level_normalise`; the layer(s) are the final
   output (default) or a list of hidden-state indices. The encoder is any
   of SpeechBrain's Hugging Face wrappers (Wav2Vec2, WavLM, HuBERT: frame
   counts from the model's convolution arithmetic; Whisper: the wrapper pads
@@ -32,11 +33,13 @@ reconstruction; every unverified choice is an hparam:
   GPIT        best SI-SDR (under no_grad)       L_AE [+ w SI-SDR]
   ==========  ================================  =======================
 
-* :func:`train_separator_stage` runs one mode in its own checkpointed,
-  resumable folder; :func:`evaluate_separators` scores separators with the
-  unseen Whisper recognisers (cpWER) and SI-SDR(i) / STOI / PESQ;
-  :func:`gpit_table` prints the comparison with the relative cpWER change
-  against uPIT-SISDR fine-tuning.
+* :func:`robust_brain.pipelines.gpit.train_separator_stage` runs one mode
+  in its own checkpointed, resumable folder;
+  :func:`robust_brain.evaluation.separation.evaluate_separators` scores
+  separators with the unseen Whisper recognisers (cpWER) and SI-SDR(i) /
+  STOI / PESQ, with the relative cpWER change against uPIT-SISDR
+  fine-tuning; the data are
+  :class:`robust_brain.data.separation.SeparationSet`.
 
 Authors
  * robust_brain contributors 2026
@@ -45,55 +48,34 @@ Authors
 from __future__ import annotations
 
 import itertools
-import logging
-import math
-import random
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import numpy as np
 import speechbrain as sb
 import torch
-from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.nnet.losses import PitWrapper, cal_si_snr
 
 from robust_brain.brain import DualLossBrain
-from robust_brain.losses import length_mask
+from robust_brain.losses import NORMALISATIONS, length_mask, level_normalise
 from robust_brain.models.asr import freeze
-from robust_brain.stages import (
-    SelectedCheckpoint,
-    fit_stage,
-    require_checkpoint,
-)
-from robust_brain.surgery import CombinationRule, Sum
-
-logger = logging.getLogger(__name__)
+from robust_brain.stages import SelectedCheckpoint
+from robust_brain.surgery import Sum
 
 __all__ = [
     "MODES",
     "DISTANCES",
-    "NORMALISATIONS",
     "check_mode",
-    "level_normalise",
     "sisdr_pit",
     "reorder_sources",
     "best_permutations",
     "EncoderEmbeddingLoss",
-    "SeparationSet",
     "GPITBrain",
-    "train_separator_stage",
-    "LevelNormalizedSeparator",
-    "evaluate_separators",
-    "gpit_table",
 ]
+
 
 #: the permutation modes, in table order
 MODES = ("uPIT-SISDR", "PIT-AE", "GPIT")
 #: embedding distances of L_AE
 DISTANCES = ("mse", "l1", "cosine")
-#: level normalisations applied to estimate and reference before encoding
-NORMALISATIONS = ("rms", "peak", "none")
 #: encoder kinds (how valid frames are counted)
 ENCODER_KINDS = ("auto", "ssl", "whisper", "conformer", "frames")
 
@@ -126,54 +108,6 @@ def check_mode(mode: str) -> str:
     raise ValueError(
         f"unknown permutation mode {mode!r}; choose one of {MODES}"
     )
-
-
-def level_normalise(wavs, lengths=None, method: str = "rms", eps=1e-8):
-    """Scale each signal to a fixed level over its valid samples; zero the
-    padding.
-
-    Arguments
-    ---------
-    wavs : torch.Tensor
-        ``(batch, time)``.
-    lengths : torch.Tensor, optional
-        Relative lengths (default: all valid).
-    method : str
-        ``rms`` (zero mean, unit RMS), ``peak`` (unit peak) or ``none``
-        (padding zeroed only).
-    eps : float
-        Floor of the level.
-
-    Returns
-    -------
-    torch.Tensor
-
-    Example
-    -------
-    >>> x = torch.tensor([[1.0, 3.0, 100.0]])
-    >>> level_normalise(x, torch.tensor([2 / 3])).tolist()  # padding zeroed
-    [[-1.0, 1.0, 0.0]]
-    >>> level_normalise(x, method="peak")
-    tensor([[0.0100, 0.0300, 1.0000]])
-    """
-    if method not in NORMALISATIONS:
-        raise ValueError(
-            f"unknown normalisation {method!r}; choose one of {NORMALISATIONS}"
-        )
-    if lengths is None:
-        lengths = torch.ones(wavs.shape[0], device=wavs.device)
-    mask = length_mask(lengths, wavs.shape[-1]).to(wavs.dtype)
-    wavs = wavs * mask
-    if method == "none":
-        return wavs
-    count = mask.sum(-1, keepdim=True).clamp_min(1.0)
-    if method == "peak":
-        peak = wavs.abs().amax(-1, keepdim=True).clamp_min(eps)
-        return wavs / peak
-    mean = wavs.sum(-1, keepdim=True) / count
-    centred = (wavs - mean) * mask
-    rms = (centred.pow(2).sum(-1, keepdim=True) / count).sqrt()
-    return centred / rms.clamp_min(eps) + 0.0  # no -0.0 in the padding
 
 
 def _pit():
@@ -299,7 +233,7 @@ class EncoderEmbeddingLoss(torch.nn.Module):
         ``mse`` (mean over valid frames x features), ``l1`` or ``cosine``
         (1 - cosine similarity per frame).
     normalisation : str
-        See :func:`level_normalise`.
+        See :func:`~robust_brain.losses.level_normalise`.
     joint_batch : bool, optional
         Encode estimates and references in ONE call (needed for Whisper,
         whose log-mel clamp depends on the whole batch); default: True for
@@ -559,143 +493,6 @@ class EncoderEmbeddingLoss(torch.nn.Module):
         return (total / len(f_est)).view(batch, c).mean(-1)
 
 
-# ------------------------------------------------------------------ data
-class SeparationSet(torch.utils.data.Dataset):
-    """Mixture + sources from a separation manifest, seeded random crops.
-
-    Items: ``id``, ``mix`` ``(time,)`` and ``sources`` ``(time, C)``;
-    :meth:`collate` gives a SpeechBrain ``PaddedBatch`` (relative lengths).
-
-    Arguments
-    ---------
-    csv_path : path-like
-        Manifest with ``mix_wav`` and ``s1_wav`` ... ``s<C>_wav``
-        (:data:`robust_brain.data.manifest.SEPARATION_COLUMNS`).
-    data_root : path-like, optional
-        Replaces ``$data_root`` (default: the manifest's folder).
-    num_spks : int
-        Sources C.
-    sample_rate : int
-        Every file must have it.
-    segment : int, optional
-        Crop length in samples (training); None: whole mixtures.
-    max_items : int, optional
-        Keep the first N rows.
-    seed : int
-        Seed of the crops (with the epoch, see :meth:`set_epoch`).
-    name : str
-        For messages.
-
-    Example
-    -------
-    >>> import tempfile, pathlib, soundfile as sf
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> for k in ("mix", "s1", "s2"):
-    ...     sf.write(d / f"{k}.wav", np.random.default_rng(0).normal(
-    ...         size=16000) / 10, 16000)
-    >>> _ = (d / "m.csv").write_text("ID,duration,mix_wav,s1_wav,s2_wav\\n"
-    ...     "u1,1.0,$data_root/mix.wav,$data_root/s1.wav,$data_root/s2.wav\\n")
-    >>> data = SeparationSet(d / "m.csv", segment=8000)
-    >>> batch = data.collate([data[0]])
-    >>> batch.mix.data.shape, batch.sources.data.shape
-    (torch.Size([1, 8000]), torch.Size([1, 8000, 2]))
-    >>> SeparationSet(d / "m.csv", sample_rate=8000)[0]
-    Traceback (most recent call last):
-    ...
-    ValueError: ...mix.wav has a sample rate of 16000 Hz, expected 8000 Hz
-    """
-
-    def __init__(
-        self,
-        csv_path,
-        data_root=None,
-        num_spks: int = 2,
-        sample_rate: int = 16000,
-        segment: int | None = None,
-        max_items: int | None = None,
-        seed: int = 0,
-        name: str = "separation",
-    ):
-        from robust_brain.evaluation import read_manifest
-
-        csv_path = Path(csv_path)
-        if not csv_path.is_file():
-            raise FileNotFoundError(
-                f"{name}: no manifest {csv_path} (prepare the corpus, or "
-                "check data_folder)"
-            )
-        rows = read_manifest(csv_path, data_root)
-        self.columns = ["mix_wav"] + [
-            f"s{k}_wav" for k in range(1, num_spks + 1)
-        ]
-        if not rows:
-            raise ValueError(f"{name}: {csv_path} has no row")
-        missing = [c for c in self.columns if c not in rows[0]]
-        if missing:
-            raise ValueError(
-                f"{name}: {csv_path} lacks the column(s) {missing} "
-                f"(needed for {num_spks} sources)"
-            )
-        if max_items:
-            rows = rows[: int(max_items)]
-        self.rows = rows
-        self.num_spks = int(num_spks)
-        self.sample_rate = int(sample_rate)
-        self.segment = int(segment) if segment else None
-        self.seed = int(seed)
-        self.epoch = 0
-        self.name = name
-
-    def __len__(self):
-        return len(self.rows)
-
-    def set_epoch(self, epoch: int):
-        """New crops each epoch (deterministic given seed and epoch)."""
-        self.epoch = int(epoch)
-
-    def _read(self, path):
-        import soundfile as sf
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{self.name}: missing audio file {path}")
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        if sr != self.sample_rate:
-            raise ValueError(
-                f"{self.name}: {path} has a sample rate of {sr} Hz, "
-                f"expected {self.sample_rate} Hz"
-            )
-        return torch.from_numpy(wav[:, 0].copy())
-
-    def __getitem__(self, idx):
-        row = self.rows[idx]
-        wavs = [self._read(row[c]) for c in self.columns]
-        n = min(w.numel() for w in wavs)
-        if max(w.numel() for w in wavs) - n > self.sample_rate // 100:
-            raise ValueError(
-                f"{self.name}: {row['ID']}: mixture and sources differ in "
-                f"length ({[w.numel() for w in wavs]} samples)"
-            )
-        start = 0
-        if self.segment and n > self.segment:
-            rng = random.Random(
-                (self.seed * 1_000_003 + self.epoch) * 1_000_003 + idx
-            )
-            start = rng.randrange(0, n - self.segment + 1)
-            n = self.segment
-        wavs = [w[start : start + n] for w in wavs]
-        return {
-            "id": row["ID"],
-            "mix": wavs[0],
-            "sources": torch.stack(wavs[1:], dim=-1),
-        }
-
-    @staticmethod
-    def collate(items):
-        """SpeechBrain ``PaddedBatch`` of items."""
-        return PaddedBatch(list(items))
-
-
-# ------------------------------------------------------------------ Brain
 class GPITBrain(SelectedCheckpoint, DualLossBrain):
     """Separator training by permutation mode (uPIT-SISDR, PIT-AE, GPIT).
 
@@ -719,10 +516,12 @@ class GPITBrain(SelectedCheckpoint, DualLossBrain):
     * ``train_logger``, ``ckpt_selection`` (``last`` or ``loss``).
 
     ``modules`` must hold ``separator``: ``(batch, time) -> (batch, time,
-    sources)``. Batches: :meth:`SeparationSet.collate`.
+    sources)``. Batches:
+    :meth:`~robust_brain.data.separation.SeparationSet.collate`.
 
     Example
     -------
+    >>> from robust_brain.data.separation import SeparationSet
     >>> from robust_brain.models.separator import MaskingSeparator
     >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
     >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
@@ -925,310 +724,3 @@ class GPITBrain(SelectedCheckpoint, DualLossBrain):
                 )
             self.save_selected(stats)
         self.last_stats = stats
-
-
-def train_separator_stage(
-    mode: str,
-    separator: torch.nn.Module,
-    train_set,
-    valid_set,
-    *,
-    folder,
-    epochs: int,
-    opt_class,
-    run_opts=None,
-    ae_loss: EncoderEmbeddingLoss | None = None,
-    ae_weight: float = 1.0,
-    sisdr_weight: float = 0.0,
-    surgery_rule: CombinationRule | None = None,
-    train_loader_kwargs: Mapping | None = None,
-    valid_loader_kwargs: Mapping | None = None,
-    ckpt_selection: str = "last",
-    extra_hparams: Mapping | None = None,
-) -> GPITBrain:
-    """Train one mode in ``folder`` (resumable), then load its selection.
-
-    ``folder`` gets ``save/`` (separator, optimizer, epoch counter, rule
-    state), ``train_log.txt`` and ``surgery_log.csv``. A finished stage
-    only reloads its checkpoint; ``epochs=0`` loads without training
-    (error when there is no checkpoint).
-
-    Arguments
-    ---------
-    mode : str
-        One of :data:`MODES`.
-    separator : torch.nn.Module
-        Trained in place.
-    train_set, valid_set : SeparationSet
-    folder : path-like
-    epochs : int
-    opt_class : callable
-        ``params -> optimizer``.
-    run_opts : dict, optional
-    ae_loss, ae_weight, sisdr_weight, surgery_rule : see :class:`GPITBrain`
-    train_loader_kwargs, valid_loader_kwargs : mapping, optional
-    ckpt_selection : str
-        ``last`` or ``loss``.
-    extra_hparams : mapping, optional
-        More hparams (``max_grad_norm``, ``valid_ae``, ...).
-
-    Returns
-    -------
-    GPITBrain
-    """
-    mode = check_mode(mode)
-    folder = Path(folder)
-    hparams = {
-        "mode": mode,
-        "ae_loss": ae_loss,
-        "ae_weight": ae_weight,
-        "sisdr_weight": sisdr_weight,
-        "surgery_rule": surgery_rule,
-        "shared_modules": ["separator"],
-        "ckpt_selection": ckpt_selection,
-        **(extra_hparams or {}),
-    }
-    brain = fit_stage(
-        GPITBrain,
-        {"separator": separator},
-        folder=folder,
-        epochs=epochs,
-        opt_class=opt_class,
-        train_set=train_set,
-        valid_set=valid_set,
-        hparams=hparams,
-        run_opts=run_opts,
-        train_loader_kwargs=train_loader_kwargs,
-        valid_loader_kwargs=valid_loader_kwargs,
-    )
-    require_checkpoint(brain.recover_selected(), epochs, mode, folder)
-    separator.eval()
-    return brain
-
-
-# -------------------------------------------------------------- evaluation
-class LevelNormalizedSeparator(torch.nn.Module):
-    """A separator whose output streams are scaled to a fixed RMS level
-    (separated outputs have arbitrary scale; the recognisers' log-mel is
-    not scale-invariant). SI-SDR and STOI are unaffected.
-
-    Arguments
-    ---------
-    separator : callable
-        ``(wavs, lengths) -> (batch, time, sources)``.
-    level_dbfs : float, optional
-        RMS level of each output over its valid samples (None: as is).
-
-    Example
-    -------
-    >>> f = LevelNormalizedSeparator(
-    ...     lambda w, n: torch.stack([w, 3 * w], -1), level_dbfs=-20.0)
-    >>> out = f(torch.randn(1, 1000), torch.ones(1))
-    >>> [round(float(out[0, :, k].pow(2).mean().sqrt()), 3) for k in (0, 1)]
-    [0.1, 0.1]
-    """
-
-    def __init__(self, separator, level_dbfs: float | None = -25.0):
-        super().__init__()
-        self.separator = separator
-        self.level_dbfs = level_dbfs
-
-    def forward(self, wavs, lengths):
-        est = self.separator(wavs, lengths)
-        if self.level_dbfs is None:
-            return est
-        mask = length_mask(lengths, est.shape[1]).to(est.dtype).unsqueeze(-1)
-        est = est * mask
-        power = est.pow(2).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
-        gain = 10.0 ** (self.level_dbfs / 20.0) / power.sqrt().clamp_min(1e-8)
-        return est * gain
-
-
-def _rates(rows, system, recogniser):
-    err = ref = 0
-    for r in rows:
-        if r["system"] == system and r["recogniser"] == recogniser:
-            err += int(r["sub"]) + int(r["del"]) + int(r["ins"])
-            ref += int(r["n_ref"])
-    return err / ref if ref else math.nan
-
-
-def gpit_table(
-    rows: Sequence[Mapping],
-    signal_rows: Sequence[Mapping],
-    systems: Sequence[str],
-    baseline: str = "uPIT-SISDR",
-    mix_system: str = "MIX",
-    title: str = "",
-) -> str:
-    """Markdown table: cpWER per recogniser (pooled), its relative change
-    against ``baseline``, SI-SDR, SI-SDRi (vs the mixture), STOI, PESQ.
-
-    Arguments
-    ---------
-    rows : sequence of dict
-        ``EvalResult.rows`` (``system``, ``recogniser``, error counts).
-    signal_rows : sequence of dict
-        ``EvalResult.signal_rows`` (``ID``, ``system``, metrics), with the
-        mixture's rows under ``mix_system`` for SI-SDRi.
-    systems : sequence of str
-        Row order.
-    baseline : str
-        The system the relative cpWER is computed against.
-    mix_system : str
-        Name of the unprocessed mixture in ``signal_rows``.
-    title : str
-        First line.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> rows = [dict(system=s, recogniser="asr", sub=e, ins=0, n_ref=100,
-    ...              **{"del": 0}) for s, e in (("uPIT-SISDR", 50),
-    ...                                          ("GPIT", 40))]
-    >>> sig = [dict(ID="u", system=s, si_sdr=v, stoi=0.8, pesq=1.5)
-    ...        for s, v in (("MIX", 0.0), ("uPIT-SISDR", 8.0),
-    ...                     ("GPIT", 7.5))]
-    >>> table = gpit_table(rows, sig, ["uPIT-SISDR", "GPIT"])
-    >>> table.splitlines()[0].split(" | ")[1:4]
-    ['cpWER asr (%)', 'rel. asr (%)', 'SI-SDR (dB)']
-    >>> print(table.splitlines()[-1])
-    | GPIT | 40.0 | -20.0 | 7.50 | 7.50 | 0.800 | 1.50 |
-    """
-    recs = list(OrderedDict((r["recogniser"], None) for r in rows))
-    mix = {r["ID"]: r for r in signal_rows if r["system"] == mix_system}
-    heads = []
-    for rec in recs:
-        heads += [f"cpWER {rec} (%)", f"rel. {rec} (%)"]
-    heads += ["SI-SDR (dB)", "SI-SDRi (dB)", "STOI", "PESQ"]
-    lines = [title, ""] if title else []
-    lines += [
-        "| " + " | ".join(["system", *heads]) + " |",
-        "|" + "---|" * (1 + len(heads)),
-    ]
-
-    def mean(values):
-        values = [v for v in values if v is not None and not math.isnan(v)]
-        return float(np.mean(values)) if values else math.nan
-
-    def fmt(x, digits):
-        return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
-
-    for s in systems:
-        cells = []
-        for rec in recs:
-            rate = _rates(rows, s, rec)
-            base = _rates(rows, baseline, rec)
-            rel = 100 * (rate - base) / base if base else math.nan
-            cells += [fmt(100 * rate, 1), fmt(rel, 1)]
-        sig = [r for r in signal_rows if r["system"] == s]
-        si = mean([float(r["si_sdr"]) for r in sig if "si_sdr" in r])
-        sii = mean(
-            [
-                float(r["si_sdr"]) - float(mix[r["ID"]]["si_sdr"])
-                for r in sig
-                if r["ID"] in mix and "si_sdr" in r
-            ]
-        )
-        stoi = mean([float(r["stoi"]) for r in sig if "stoi" in r])
-        pesq = mean([float(r["pesq"]) for r in sig if "pesq" in r])
-        cells += [fmt(si, 2), fmt(sii, 2), fmt(stoi, 3), fmt(pesq, 2)]
-        lines.append("| " + " | ".join([s, *cells]) + " |")
-    return "\n".join(lines)
-
-
-def evaluate_separators(
-    manifest,
-    separators: Mapping[str, torch.nn.Module],
-    recognisers: Sequence,
-    out_dir,
-    *,
-    data_root=None,
-    output_level_dbfs: float | None = -25.0,
-    max_utterances: int | None = None,
-    cache=None,
-    batch_size: int = 4,
-    device: str = "cpu",
-    signal_metrics: Sequence[str] = ("si_sdr", "stoi", "pesq"),
-    baseline: str = "uPIT-SISDR",
-    title: str = "",
-):
-    """Score separators with (unseen) recognisers on a separation manifest.
-
-    Every separator's output streams are scaled to ``output_level_dbfs``
-    (:class:`LevelNormalizedSeparator`); cpWER against ``s1_wrd``/``s2_wrd``
-    (best speaker-to-stream assignment), SI-SDR / STOI / PESQ against the
-    manifest's ``s<k>_wav`` (streams assigned by SI-SDR); the mixture is
-    scored for signal metrics only (SI-SDRi). Writes the evaluation
-    package's files and ``gpit_table.md`` to ``out_dir``.
-
-    Arguments
-    ---------
-    manifest : path-like
-        Separation manifest.
-    separators : mapping of str to module
-        System name -> separator (table order).
-    recognisers : sequence
-        Recogniser objects or spec strings (``whisper-tiny.en``, ...).
-    out_dir : path-like
-    data_root : path-like, optional
-    output_level_dbfs : float, optional
-    max_utterances : int, optional
-        Keep the first N mixtures.
-    cache : path-like, optional
-        Transcript cache.
-    batch_size : int
-    device : str
-    signal_metrics : sequence of str
-    baseline : str
-        Reference system of the relative cpWER.
-    title : str
-
-    Returns
-    -------
-    (EvalResult, str)
-        The result (separators only) and the markdown table.
-    """
-    from robust_brain.evaluation import evaluate, read_manifest, write_results
-
-    if not Path(manifest).is_file():
-        raise FileNotFoundError(f"no evaluation manifest {manifest}")
-    rows = read_manifest(manifest, data_root)
-    if max_utterances:
-        rows = rows[: int(max_utterances)]
-    systems = OrderedDict()
-    for name, sep in separators.items():
-        sep.eval()
-        systems[name] = LevelNormalizedSeparator(sep, output_level_dbfs).eval()
-    result = evaluate(
-        rows,
-        systems,
-        list(recognisers),
-        cache=cache,
-        signal_metrics=list(signal_metrics),
-        batch_size=batch_size,
-        device=device,
-        progress=False,
-    )
-    mix = evaluate(
-        rows,
-        {"MIX": "mix_wav"},
-        [],
-        signal_metrics=list(signal_metrics),
-        progress=False,
-    )
-    table = gpit_table(
-        result.rows,
-        result.signal_rows + mix.signal_rows,
-        ["MIX", *systems],
-        baseline=baseline if baseline in systems else next(iter(systems)),
-        title=title,
-    )
-    if sb.utils.distributed.if_main_process():
-        result.signal_rows += mix.signal_rows
-        write_results(result, out_dir, header=title)
-        (Path(out_dir) / "gpit_table.md").write_text(table + "\n")
-    return result, table

@@ -11,15 +11,15 @@ import speechbrain as sb
 import torch
 
 from robust_brain import tiny_models as tm
+from robust_brain.data.separation import SeparationSet
 from robust_brain.evaluation.metrics import si_sdr
+from robust_brain.evaluation.separation import gpit_table
+from robust_brain.losses import level_normalise
 from robust_brain.methods.gpit import (
     EncoderEmbeddingLoss,
     GPITBrain,
-    SeparationSet,
     best_permutations,
     check_mode,
-    gpit_table,
-    level_normalise,
     reorder_sources,
     sisdr_pit,
 )
