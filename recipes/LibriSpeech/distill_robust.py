@@ -26,7 +26,7 @@ import sys
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
-from robust_brain.methods.distill import run_hub_recipe
+from robust_brain.pipelines.distill import run_hub_recipe
 from robust_brain.stages import check_stages
 
 STAGES = ("distill", "evaluate")

@@ -38,13 +38,13 @@ from hyperpyyaml import load_hyperpyyaml
 from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
-from robust_brain.methods.distill import (
-    check_systems,
+from robust_brain.evaluation.probes import split_groups
+from robust_brain.methods.distill import check_systems
+from robust_brain.models.student import LayerTeacher
+from robust_brain.pipelines.distill import (
     distill_systems,
     evaluate_from_hparams,
-    split_groups,
 )
-from robust_brain.models.student import LayerTeacher
 from robust_brain.stages import check_stages, loader_kwargs
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import speechbrain as sb
 import torch
 
 from robust_brain.distortions import DistortedSpeech, Distorter
+from robust_brain.evaluation import probes as P
 from robust_brain.methods import distill as D
 from robust_brain.models.asr import ConformerASR
 from robust_brain.models.demucs import count_parameters
@@ -23,6 +24,7 @@ from robust_brain.models.student import (
     grad_reverse,
     masked_mean,
 )
+from robust_brain.pipelines import distill as DP
 
 SR = 16000
 
@@ -120,7 +122,7 @@ def test_conformer_student_copies_the_teacher_and_its_size():
         next(student.layers.parameters()), next(t_layer.parameters())
     )
     # two layers + heads < teacher encoder (4 layers)
-    assert count_parameters(student) < D.teacher_encoder_parameters(teacher)
+    assert count_parameters(student) < P.teacher_encoder_parameters(teacher)
     fresh = build_student(teacher, [2, 4], init_from_teacher=False)
     a = dict(fresh.layers.named_parameters())
     b = dict(asr.transformer.encoder.layers[:2].named_parameters())
@@ -219,9 +221,9 @@ def test_setup2_set_draws_different_distortions(corpus):
         "seed": 0,
     }
     many = rows * 4
-    s2 = D.make_distill_set("cdm2", many, hp, "x")
-    s1 = D.make_distill_set("cdm1", many, hp, "x")
-    plain = D.make_distill_set("plain", many, hp, "x")
+    s2 = DP.make_distill_set("cdm2", many, hp, "x")
+    s1 = DP.make_distill_set("cdm1", many, hp, "x")
+    plain = DP.make_distill_set("plain", many, hp, "x")
     items = [s2[i] for i in range(len(many))]
     assert sum(i["student_ops"] != i["teacher_ops"] for i in items) >= 8
     assert sum(not torch.equal(i["student"], i["teacher"]) for i in items) >= 18
@@ -521,14 +523,14 @@ def test_probe_evaluation_and_table(corpus, tmp_path):
 
     teacher = LayerTeacher(tiny_asr())
     student = build_student(teacher, [2, 4])
-    res = D.evaluate_probes(
+    res = P.evaluate_probes(
         {"teacher": teacher, "plain": student},
         rows,
         {"clean": rows[:3], "in_domain": rows[3:]},
         Tok(),
         tmp_path,
         params={"plain": count_parameters(student)},
-        teacher_params=D.teacher_encoder_parameters(teacher),
+        teacher_params=P.teacher_encoder_parameters(teacher),
         probe_epochs=2,
         kws_classes=2,
     )
@@ -537,7 +539,7 @@ def test_probe_evaluation_and_table(corpus, tmp_path):
         for g in ("clean", "in_domain"):
             assert 0.0 <= r[f"acc_{g}"] <= 100.0
             assert r[f"wer_{g}"] >= 0.0
-    table = D.distill_table(tmp_path, ["clean", "in_domain"])
+    table = P.distill_table(tmp_path, ["clean", "in_domain"])
     lines = table.splitlines()
     assert lines[2].startswith("| teacher (reference) |")
     assert lines[3].startswith("| plain distillation |")
