@@ -159,11 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--data_root",
         help="replaces $data_root (default: the manifest's folder)",
     )
-    p.add_argument("--recognisers", default="whisper-tiny.en,whisper-base")
+    p.add_argument(
+        "--recognisers",
+        default="whisper-tiny.en,whisper-base",
+        help="comma list; 'none': signal metrics only",
+    )
     p.add_argument(
         "--systems",
-        help="NAME=SPEC,... with SPEC a column, folder:/path or "
-        "peer:NAME[:key=value...] (see above)",
+        help="NAME=SPEC,... with SPEC a column, folder:/path, "
+        "pretrained:/path or peer:NAME[:key=value...] (see above)",
     )
     p.add_argument(
         "--enhancer_hparams", help="HyperPyYAML defining the enhancer"
@@ -237,9 +241,10 @@ def main(argv=None) -> int:
             args.device,
         )
     recognisers = []
-    for spec in args.recognisers.split(","):
+    specs = [s.strip() for s in args.recognisers.split(",") if s.strip()]
+    for spec in [] if specs == ["none"] else specs:
         kwargs = {"batch_size": args.batch_size, "device": args.device}
-        rec = build_recogniser(spec.strip(), **kwargs)
+        rec = build_recogniser(spec, **kwargs)
         if isinstance(rec, FasterWhisper):
             rec.cpu_threads = args.cpu_threads
         recognisers.append(rec)

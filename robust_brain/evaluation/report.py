@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robust_brain.evaluation.metrics import WordErrors
+from robust_brain.evaluation.metrics import SIGNAL_METRICS, WordErrors
 
 #: Columns a table can be grouped by, in printing order.
 GROUPINGS = ("condition", "noise_type", "snr_db", "rt60")
@@ -221,11 +221,7 @@ def signal_table(signal_rows: Sequence[dict], by: str = "condition"):
     OrderedDict
         ``group -> {system: {metric: mean}}`` with ``ALL`` last.
     """
-    metrics = [
-        m
-        for m in ("si_sdr", "stoi", "pesq")
-        if signal_rows and m in signal_rows[0]
-    ]
+    metrics = [m for m in SIGNAL_METRICS if signal_rows and m in signal_rows[0]]
     groups = OrderedDict(
         (g, {})
         for g in _ordered_groups((group_label(r, by) for r in signal_rows), by)
@@ -250,10 +246,11 @@ def signal_markdown(signal_rows: Sequence[dict], by: str = "condition") -> str:
         return ""
     table = signal_table(signal_rows, by)
     systems = list(OrderedDict.fromkeys(r["system"] for r in signal_rows))
-    metrics = [m for m in ("si_sdr", "stoi", "pesq") if m in signal_rows[0]]
+    metrics = [m for m in SIGNAL_METRICS if m in signal_rows[0]]
     heads = [f"{s} {m}" for s in systems for m in metrics]
     lines = [
-        f"Signal metrics by {by} (SI-SDR dB, STOI, PESQ-WB)",
+        f"Signal metrics by {by} (SI-SDR dB, STOI, PESQ-WB; level and high "
+        "band dB, lag ms, each against the clean reference)",
         "",
         "| " + " | ".join([by, *heads]) + " |",
         "|" + "---|" * (1 + len(heads)),
@@ -273,7 +270,8 @@ def format_report(
 ) -> str:
     """All markdown tables of a result (WER first, then signal metrics);
     ``wide``: see :func:`wer_markdown`."""
-    groupings = groupings or useful_groupings(result.rows)
+    # signal metrics alone (no recogniser): group by the signal rows
+    groupings = groupings or useful_groupings(result.rows or result.signal_rows)
     parts = [wer_markdown(result.rows, by, wide) for by in groupings]
     if result.signal_rows:
         parts += [

@@ -247,6 +247,35 @@ def test_enhancer_checkpoint_from_the_cli(first_run, tmp_path, capsys):
     assert summary["stats"]["decoded"] == 0
 
 
+def test_pretrained_folder_signal_metrics_only(corpus, tmp_path, capsys):
+    """A recipe's front-end folder as a system (pretrained:), scored by
+    signal metrics alone (--recognisers none): a pass-through DEMUCS
+    (dry 1) keeps the clean input and its band (at the folder's input
+    level, so SI-SDR, not the level, is the check)."""
+    from robust_brain.inference import write_enhancer
+    from robust_brain.models.demucs import Demucs
+
+    folder = write_enhancer(
+        tmp_path / "front", Demucs(hidden=4, depth=2, dry=1.0)
+    )
+    argv = [
+        "--manifest", str(corpus),
+        "--recognisers", "none",
+        "--systems", f"NOIS=noisy_wav,PASS=pretrained:{folder}",
+        "--metrics", "si_sdr,level_db,high_band_db",
+        "--conditions", "clean",
+        "--out", str(tmp_path / "eval"),
+        "--no_progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "PASS high_band_db" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "signal.csv")))
+    passed = [r for r in rows if r["system"] == "PASS"]
+    assert len(passed) == 4
+    assert all(float(r["si_sdr"]) > 40 for r in passed)
+    assert all(abs(float(r["high_band_db"])) < 0.1 for r in passed)
+
+
 def test_separation_manifest_uses_cpwer(tmp_path):
     t = np.arange(SR) / SR
     s1 = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
