@@ -44,6 +44,7 @@ from robust_brain.data.prepare.whamr import prepare_whamr
 from robust_brain.data.separation import SeparationSet
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.separation import evaluate_separators
+from robust_brain.inference import write_separator
 from robust_brain.methods.gpit import check_mode
 from robust_brain.models.demucs import load_enhancer_weights
 from robust_brain.pipelines.gpit import train_separator_stage
@@ -276,6 +277,17 @@ def main(argv):
                 train="finetune" in stages,
             )
             systems[mode] = tuned
+    trained = {"pretrain", "finetune"} & set(stages)
+    if trained and sb.utils.distributed.if_main_process():
+        # every separator, loadable with Separator.from_hparams
+        for name, sep in systems.items():
+            write_separator(
+                Path(hparams["save_folder"]) / "pretrained" / name,
+                sep,
+                sample_rate=hparams["sample_rate"],
+                description=f"GPIT recipe, system {name}, seed "
+                f"{hparams['seed']}",
+            )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
         stage_evaluate(hparams, systems, device)
 

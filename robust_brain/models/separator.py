@@ -267,6 +267,7 @@ def build_separator(
     ...
     ValueError: unknown separator kind 'dprnn'; choose sepformer, ...
     """
+    config = dict(locals())  # the arguments, before any other name
     from speechbrain.lobes.models.dual_path import (
         Decoder,
         Dual_Path_Model,
@@ -339,4 +340,8 @@ def build_separator(
         stride=kernel_size // 2,
         bias=False,
     )
-    return MaskingSeparator(encoder, masknet, decoder, num_spks=num_spks)
+    sep = MaskingSeparator(encoder, masknet, decoder, num_spks=num_spks)
+    # how to build it again (robust_brain.inference.write_separator)
+    sep.factory = f"{__name__}.build_separator"
+    sep.config = config
+    return sep
