@@ -76,7 +76,19 @@ class LevelNormalizedEnhancer(torch.nn.Module):
         return self.enhancer(wavs, lengths)
 
 
-class Enhancer(WaveformEnhancement):
+class _FolderSource:
+    """``from_hparams`` where a local folder is its own ``savedir`` unless
+    one is given (nothing is copied)."""
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
+        """SpeechBrain's ``from_hparams`` (see the class)."""
+        if kwargs.get("savedir") is None and Path(str(source)).is_dir():
+            kwargs["savedir"] = source
+        return super().from_hparams(source, hparams_file, **kwargs)
+
+
+class Enhancer(_FolderSource, WaveformEnhancement):
     """A trained enhancer: ``enhance_batch``, ``enhance_file``.
 
     SpeechBrain's :class:`WaveformEnhancement` for a model called as
@@ -87,14 +99,6 @@ class Enhancer(WaveformEnhancement):
 
     HPARAMS_NEEDED = ["sample_rate", "input_level_dbfs"]
     MODULES_NEEDED = ["enhance_model"]
-
-    @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
-        """SpeechBrain's ``from_hparams``; a local folder is its own
-        ``savedir`` unless one is given (nothing is copied)."""
-        if kwargs.get("savedir") is None and Path(str(source)).is_dir():
-            kwargs["savedir"] = source
-        return super().from_hparams(source, hparams_file, **kwargs)
 
     def enhance_batch(self, noisy, lengths=None):
         """Enhance a batch of waveforms.
@@ -121,7 +125,7 @@ class Enhancer(WaveformEnhancement):
             return model(noisy, lengths.to(self.device))
 
 
-class Separator(Pretrained):
+class Separator(_FolderSource, Pretrained):
     """A trained separator: ``separate_batch``, ``separate_file``.
 
     For a model called as ``separator(mix, lengths)`` that returns
@@ -131,13 +135,6 @@ class Separator(Pretrained):
 
     HPARAMS_NEEDED = ["sample_rate"]
     MODULES_NEEDED = ["separator"]
-
-    @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
-        """As :meth:`Enhancer.from_hparams`."""
-        if kwargs.get("savedir") is None and Path(str(source)).is_dir():
-            kwargs["savedir"] = source
-        return super().from_hparams(source, hparams_file, **kwargs)
 
     def separate_batch(self, mix, lengths=None):
         """Separate a batch of mixtures.
