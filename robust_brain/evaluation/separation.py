@@ -207,13 +207,18 @@ def evaluate_separators(
     (EvalResult, str)
         The result (separators only) and the markdown table.
     """
-    from robust_brain.evaluation import evaluate, read_manifest, write_results
+    from robust_brain.evaluation import (
+        evaluate,
+        read_manifest,
+        select_rows,
+        write_results,
+    )
 
     if not Path(manifest).is_file():
         raise FileNotFoundError(f"no evaluation manifest {manifest}")
-    rows = read_manifest(manifest, data_root)
-    if max_utterances:
-        rows = rows[: int(max_utterances)]
+    rows = select_rows(
+        read_manifest(manifest, data_root), max_utterances=max_utterances
+    )
     systems = OrderedDict()
     for name, sep in separators.items():
         sep.eval()
