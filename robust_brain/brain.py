@@ -126,9 +126,56 @@ class DualLossBrain(sb.Brain):
     # ------------------------------------------------------------------
     def on_fit_start(self):
         """SpeechBrain's set-up (DDP wrap, optimizers, recovery), then the
-        flat-parameter layout used by the surgery."""
+        flat-parameter layout used by the surgery and the frozen models on
+        the device."""
         super().on_fit_start()
         self._setup_parameters()
+        self._freeze_models()
+
+    def frozen_models(self) -> list:
+        """Frozen models a loss flows through (a proxy ASR, an encoder, a
+        teacher), kept OUT of ``modules`` (no DDP wrap, no optimizer).
+
+        The engine moves them to the device and freezes them (their own
+        ``freeze()`` if they have one, else ``requires_grad_(False)`` +
+        ``eval()``) at fit start and at EVERY stage start: ``fit`` puts
+        modules back in train mode. Gradients still reach their input.
+        Default: none.
+        """
+        return []
+
+    def _freeze_models(self):
+        for model in self.frozen_models():
+            model.to(self.device)
+            if callable(getattr(model, "freeze", None)):
+                model.freeze()
+            else:
+                model.requires_grad_(False).eval()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Re-freeze :meth:`frozen_models`; before a training epoch, let a
+        training set with ``set_epoch(epoch)`` draw that epoch's crops or
+        distortions (reproducible after a resume)."""
+        self._freeze_models()
+        data = getattr(self, "_train_data", None)
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            if hasattr(data, "set_epoch"):
+                data.set_epoch(epoch)
+
+    def make_dataloader(
+        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
+    ):
+        """SpeechBrain's loader with the dataset's own ``collate`` (when it
+        has one); the training set and its batch count are kept."""
+        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
+            loader_kwargs["collate_fn"] = dataset.collate
+        loader = super().make_dataloader(
+            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
+        )
+        if stage == sb.Stage.TRAIN:
+            self._train_data = dataset
+            self._n_train_batches = max(len(loader), 1)
+        return loader
 
     def _setup_parameters(self):
         """Order trainable parameters: shared ones first (the rule sees one

@@ -16,9 +16,16 @@ relative ``lengths``) are excluded from every term.
 
 :func:`level_normalise` brings signals to one level over their valid
 samples before an encoder compares them (GPIT's L_AE).
+
+Permutation-invariant training: :func:`sisdr_pit` (SpeechBrain's
+``PitWrapper`` with ``cal_si_snr``), :func:`best_permutations` of any
+pairwise loss matrix and :func:`reorder_sources`.
 """
 
+import itertools
+
 import torch
+from speechbrain.nnet.losses import PitWrapper, cal_si_snr
 
 #: D4AM's three STFT resolutions: (n_fft, hop_length, win_length)
 D4AM_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
@@ -245,3 +252,102 @@ def level_normalise(wavs, lengths=None, method: str = "rms", eps=1e-8):
     centred = (wavs - mean) * mask
     rms = (centred.pow(2).sum(-1, keepdim=True) / count).sqrt()
     return centred / rms.clamp_min(eps) + 0.0  # no -0.0 in the padding
+
+
+def _pit():
+    return PitWrapper(cal_si_snr)
+
+
+def sisdr_pit(estimates, references, lengths=None):
+    """Utterance-level PIT SI-SDR loss (SpeechBrain's ``PitWrapper`` with
+    ``cal_si_snr``) and the best permutation.
+
+    Arguments
+    ---------
+    estimates, references : torch.Tensor
+        ``(batch, time, sources)``; the padding of the estimates is zeroed.
+    lengths : torch.Tensor, optional
+        Relative lengths.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        ``(batch,)`` negative SI-SDR (dB), mean over sources.
+    perms : list of tuple
+        ``perms[b][c]``: the estimate assigned to reference ``c``.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> refs = torch.randn(1, 800, 2)
+    >>> est = refs[..., [1, 0]] + 0.1 * torch.randn(1, 800, 2)
+    >>> loss, perms = sisdr_pit(est, refs)
+    >>> perms, bool(loss < -15)
+    ([(1, 0)], True)
+    """
+    if lengths is not None:
+        mask = length_mask(lengths, estimates.shape[1]).to(estimates.dtype)
+        estimates = estimates * mask.unsqueeze(-1)
+    return _pit()(estimates, references)
+
+
+def reorder_sources(estimates, perms):
+    """``out[b, :, c] = estimates[b, :, perms[b][c]]`` (differentiable).
+
+    Arguments
+    ---------
+    estimates : torch.Tensor
+        ``(batch, ..., sources)``.
+    perms : sequence of tuple
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> x = torch.arange(4.0).view(1, 2, 2)
+    >>> reorder_sources(x, [(1, 0)])
+    tensor([[[1., 0.],
+             [3., 2.]]])
+    """
+    index = torch.as_tensor(
+        [list(p) for p in perms], device=estimates.device, dtype=torch.long
+    )
+    shape = [index.shape[0]] + [1] * (estimates.dim() - 2) + [index.shape[1]]
+    index = index.view(shape).expand(*estimates.shape[:-1], index.shape[1])
+    return torch.gather(estimates, -1, index)
+
+
+def best_permutations(pairwise):
+    """Permutations minimising the summed pairwise loss.
+
+    Arguments
+    ---------
+    pairwise : torch.Tensor
+        ``(batch, refs, estimates)``: ``pairwise[b, c, k]`` = loss of
+        estimate ``k`` against reference ``c``.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        ``(batch,)`` mean over sources under the best permutation
+        (differentiable).
+    perms : list of tuple
+        ``perms[b][c]``: the estimate assigned to reference ``c``.
+
+    Example
+    -------
+    >>> d = torch.tensor([[[5.0, 1.0], [2.0, 7.0]]])
+    >>> loss, perms = best_permutations(d)
+    >>> perms, loss
+    ([(1, 0)], tensor([1.5000]))
+    """
+    batch, c, _ = pairwise.shape
+    candidates = list(itertools.permutations(range(c)))
+    idx = torch.as_tensor(candidates, device=pairwise.device)  # (P, C)
+    rows = torch.arange(c, device=pairwise.device)
+    totals = pairwise[:, rows, idx].mean(-1)  # (batch, P)
+    best = totals.detach().argmin(-1)
+    loss = totals[torch.arange(batch, device=pairwise.device), best]
+    return loss, [candidates[int(i)] for i in best]

@@ -42,7 +42,6 @@ import speechbrain as sb
 
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.streams import PairedStreams
-from robust_brain.models.asr import freeze
 from robust_brain.stages import (
     SelectedCheckpoint,
 )
@@ -236,43 +235,20 @@ class D4AMBrain(SelectedCheckpoint, DualLossBrain):
             run_opts=run_opts,
             checkpointer=checkpointer,
         )
-        self._train_data = None
         self.wer_metric = None
         self.train_stats = {}
 
     # ----------------------------------------------------------- set-up
-    def make_dataloader(
-        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
-    ):
-        """SpeechBrain's loader, with the dataset's own ``collate`` and a
-        handle on the training set (for :meth:`set_epoch`)."""
-        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
-            loader_kwargs["collate_fn"] = dataset.collate
-        if stage == sb.Stage.TRAIN:
-            self._train_data = dataset
-        return super().make_dataloader(
-            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
-        )
-
-    def _proxy(self):
-        return freeze(self.hparams.proxy.to(self.device))
-
-    def on_fit_start(self):
-        """Engine set-up, then the frozen proxy on the device (not INIT)."""
-        super().on_fit_start()
-        if self.uses_proxy:
-            self._proxy()
+    def frozen_models(self):
+        """The proxy recogniser (not for INIT, which never uses it)."""
+        return [self.hparams.proxy] if self.uses_proxy else []
 
     def on_stage_start(self, stage, epoch=None):
-        """Re-freeze the proxy (``fit`` puts modules in train mode), pick
-        the epoch's draws, reset the WER tracker."""
-        if self.uses_proxy:
-            self._proxy()
-        if stage == sb.Stage.TRAIN:
-            if self._train_data is not None and epoch is not None:
-                if hasattr(self._train_data, "set_epoch"):
-                    self._train_data.set_epoch(epoch)
-        elif self.uses_proxy and self._tokenizer() is not None:
+        """The engine's (re-freeze, epoch draws), then the WER tracker."""
+        super().on_stage_start(stage, epoch)
+        if stage != sb.Stage.TRAIN and (
+            self.uses_proxy and self._tokenizer() is not None
+        ):
             self.wer_metric = sb.utils.metric_stats.ErrorRateStats()
         else:
             self.wer_metric = None

@@ -159,7 +159,6 @@ class DistillBrain(DualLossBrain):
             raise TypeError(
                 f"{type(self).__name__}: hparam teacher must be a LayerTeacher"
             )
-        self._train_data = None
         self._n_train_batches = 1
         self.train_stats = {}
         self.epoch = 0
@@ -181,34 +180,15 @@ class DistillBrain(DualLossBrain):
         head, no discriminator)."""
         return self._student()
 
-    def make_dataloader(
-        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
-    ):
-        """SpeechBrain's loader with the dataset's ``collate``."""
-        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
-            loader_kwargs["collate_fn"] = dataset.collate
-        loader = super().make_dataloader(
-            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
-        )
-        if stage == sb.Stage.TRAIN:
-            self._train_data = dataset
-            self._n_train_batches = max(len(loader), 1)
-        return loader
-
-    def on_fit_start(self):
-        """Engine set-up, then the frozen teacher on the device."""
-        super().on_fit_start()
-        self.teacher.to(self.device).freeze()
+    def frozen_models(self):
+        """The teacher."""
+        return [self.teacher]
 
     def on_stage_start(self, stage, epoch=None):
-        """Re-freeze the teacher; select the epoch's distortions."""
-        self.teacher.to(self.device).freeze()
+        """The engine's (re-freeze the teacher, the epoch's distortions)."""
+        super().on_stage_start(stage, epoch)
         if stage == sb.Stage.TRAIN:
             self.epoch = epoch or 0
-            data = self._train_data
-            if data is not None and epoch is not None:
-                if hasattr(data, "set_epoch"):
-                    data.set_epoch(epoch)
 
     def compute_forward(self, batch, stage):
         """Student on its input; teacher targets on the teacher's input."""

@@ -12,11 +12,9 @@ reconstruction; every unverified choice is an hparam:
   samples; default), ``peak`` or ``none``, see
   :func:`~robust_brain.losses.level_normalise`; the layer(s) are the final
   output (default) or a list of hidden-state indices. The encoder is any
-  of SpeechBrain's Hugging Face wrappers (Wav2Vec2, WavLM, HuBERT: frame
-  counts from the model's convolution arithmetic; Whisper: the wrapper pads
-  every input to 30 s, so only the first ``ceil(N / 320)`` frames are
-  compared) or a :class:`~robust_brain.models.asr.ConformerASR` (its
-  ``encode``; the offline stand-in). It is frozen but differentiable:
+  that :class:`~robust_brain.models.encoders.EncoderFeatures` runs
+  (Wav2Vec2, WavLM, HuBERT, Whisper, the offline ConformerASR), swapped by
+  its ``!new:`` block in the hparams. It is frozen but differentiable:
   ``requires_grad_(False)`` + ``eval()``, never the wrappers'
   ``freeze=True`` (that runs the forward under ``no_grad`` and no gradient
   would reach the separator).
@@ -47,16 +45,22 @@ Authors
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import speechbrain as sb
 import torch
-from speechbrain.nnet.losses import PitWrapper, cal_si_snr
+from speechbrain.nnet.losses import cal_si_snr
 
 from robust_brain.brain import DualLossBrain
-from robust_brain.losses import NORMALISATIONS, length_mask, level_normalise
-from robust_brain.models.asr import freeze
+from robust_brain.losses import (
+    NORMALISATIONS,
+    best_permutations,
+    length_mask,
+    level_normalise,
+    reorder_sources,
+    sisdr_pit,
+)
+from robust_brain.models.encoders import EncoderFeatures
 from robust_brain.stages import SelectedCheckpoint
 from robust_brain.surgery import Sum
 
@@ -76,8 +80,6 @@ __all__ = [
 MODES = ("uPIT-SISDR", "PIT-AE", "GPIT")
 #: embedding distances of L_AE
 DISTANCES = ("mse", "l1", "cosine")
-#: encoder kinds (how valid frames are counted)
-ENCODER_KINDS = ("auto", "ssl", "whisper", "conformer", "frames")
 
 
 def check_mode(mode: str) -> str:
@@ -110,105 +112,6 @@ def check_mode(mode: str) -> str:
     )
 
 
-def _pit():
-    return PitWrapper(cal_si_snr)
-
-
-def sisdr_pit(estimates, references, lengths=None):
-    """Utterance-level PIT SI-SDR loss (SpeechBrain's ``PitWrapper`` with
-    ``cal_si_snr``) and the best permutation.
-
-    Arguments
-    ---------
-    estimates, references : torch.Tensor
-        ``(batch, time, sources)``; the padding of the estimates is zeroed.
-    lengths : torch.Tensor, optional
-        Relative lengths.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        ``(batch,)`` negative SI-SDR (dB), mean over sources.
-    perms : list of tuple
-        ``perms[b][c]``: the estimate assigned to reference ``c``.
-
-    Example
-    -------
-    >>> _ = torch.manual_seed(0)
-    >>> refs = torch.randn(1, 800, 2)
-    >>> est = refs[..., [1, 0]] + 0.1 * torch.randn(1, 800, 2)
-    >>> loss, perms = sisdr_pit(est, refs)
-    >>> perms, bool(loss < -15)
-    ([(1, 0)], True)
-    """
-    if lengths is not None:
-        mask = length_mask(lengths, estimates.shape[1]).to(estimates.dtype)
-        estimates = estimates * mask.unsqueeze(-1)
-    return _pit()(estimates, references)
-
-
-def reorder_sources(estimates, perms):
-    """``out[b, :, c] = estimates[b, :, perms[b][c]]`` (differentiable).
-
-    Arguments
-    ---------
-    estimates : torch.Tensor
-        ``(batch, ..., sources)``.
-    perms : sequence of tuple
-
-    Returns
-    -------
-    torch.Tensor
-
-    Example
-    -------
-    >>> x = torch.arange(4.0).view(1, 2, 2)
-    >>> reorder_sources(x, [(1, 0)])
-    tensor([[[1., 0.],
-             [3., 2.]]])
-    """
-    index = torch.as_tensor(
-        [list(p) for p in perms], device=estimates.device, dtype=torch.long
-    )
-    shape = [index.shape[0]] + [1] * (estimates.dim() - 2) + [index.shape[1]]
-    index = index.view(shape).expand(*estimates.shape[:-1], index.shape[1])
-    return torch.gather(estimates, -1, index)
-
-
-def best_permutations(pairwise):
-    """Permutations minimising the summed pairwise loss.
-
-    Arguments
-    ---------
-    pairwise : torch.Tensor
-        ``(batch, refs, estimates)``: ``pairwise[b, c, k]`` = loss of
-        estimate ``k`` against reference ``c``.
-
-    Returns
-    -------
-    loss : torch.Tensor
-        ``(batch,)`` mean over sources under the best permutation
-        (differentiable).
-    perms : list of tuple
-        ``perms[b][c]``: the estimate assigned to reference ``c``.
-
-    Example
-    -------
-    >>> d = torch.tensor([[[5.0, 1.0], [2.0, 7.0]]])
-    >>> loss, perms = best_permutations(d)
-    >>> perms, loss
-    ([(1, 0)], tensor([1.5000]))
-    """
-    batch, c, _ = pairwise.shape
-    candidates = list(itertools.permutations(range(c)))
-    idx = torch.as_tensor(candidates, device=pairwise.device)  # (P, C)
-    rows = torch.arange(c, device=pairwise.device)
-    totals = pairwise[:, rows, idx].mean(-1)  # (batch, P)
-    best = totals.detach().argmin(-1)
-    loss = totals[torch.arange(batch, device=pairwise.device), best]
-    return loss, [candidates[int(i)] for i in best]
-
-
 class EncoderEmbeddingLoss(torch.nn.Module):
     """L_AE: distance between frozen-encoder embeddings of the level-
     normalised estimate and reference, over the valid frames.
@@ -216,19 +119,11 @@ class EncoderEmbeddingLoss(torch.nn.Module):
     Arguments
     ---------
     encoder : torch.nn.Module
-        A SpeechBrain Hugging Face wrapper (``Wav2Vec2``, ``WavLM``,
-        ``HuBERT``: ``encoder(wavs, wav_lens)``; ``Whisper`` with
-        ``encoder_only=True``: ``encoder(wavs)``), a ConformerASR (``encode``)
-        or any ``encoder(wavs, wav_lens) -> (batch, frames, dim)`` (or
-        ``(layers, batch, frames, dim)`` for all hidden states). Build HF
-        wrappers with ``freeze=False`` (``freeze=True`` cuts the gradient).
-    kind : str
-        How valid frames are counted: ``ssl`` (the HF model's convolution
-        arithmetic), ``whisper`` (``ceil(N / 320)`` of 1500 frames),
-        ``conformer`` / ``frames`` (relative lengths), or ``auto``.
-    layers : sequence of int, optional
-        Hidden-state indices to compare (the wrapper must output all hidden
-        states); None: the final output. The distance is averaged over them.
+        Any encoder :class:`~robust_brain.models.encoders.EncoderFeatures`
+        runs; build HF wrappers with ``freeze=False``.
+    kind, layers
+        See :class:`~robust_brain.models.encoders.EncoderFeatures`; the
+        distance is averaged over the layers.
     distance : str
         ``mse`` (mean over valid frames x features), ``l1`` or ``cosine``
         (1 - cosine similarity per frame).
@@ -281,107 +176,32 @@ class EncoderEmbeddingLoss(torch.nn.Module):
                 f"unknown L_AE normalisation {normalisation!r}; choose one "
                 f"of {NORMALISATIONS}"
             )
-        if kind not in ENCODER_KINDS:
-            raise ValueError(
-                f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}"
-            )
-        if getattr(encoder, "freeze", None) is True:
-            raise ValueError(
-                f"the L_AE encoder {type(encoder).__name__} was built with "
-                "freeze=True: its forward runs under torch.no_grad(), so no "
-                "gradient would reach the separator; build it with "
-                "freeze=False (L_AE freezes it with requires_grad_(False) "
-                "and eval())"
-            )
-        self.encoder = encoder
-        self.kind = self._detect(encoder) if kind == "auto" else kind
-        self.layers = None if layers is None else [int(i) for i in layers]
-        if self.layers is not None and not self.layers:
-            raise ValueError("layers: give at least one index, or null")
-        if self.layers is not None and self.kind == "conformer":
-            raise ValueError(
-                "layers: a ConformerASR encoder gives its final output only"
-            )
-        if self.layers is not None and not getattr(
-            encoder, "output_all_hiddens", True
-        ):
-            raise ValueError(
-                f"layers={self.layers} needs the encoder wrapper built with "
-                "output_all_hiddens=True"
-            )
+        self.features = EncoderFeatures(encoder, kind, layers)
         self.distance = distance
         self.normalisation = normalisation
         self.joint_batch = (
             self.kind == "whisper" if joint_batch is None else joint_batch
         )
 
-    @staticmethod
-    def _detect(encoder):
-        name = type(encoder).__name__.lower()
-        if "whisper" in name:
-            return "whisper"
-        if hasattr(encoder, "encode") and hasattr(encoder, "asr_model"):
-            return "conformer"
-        model = getattr(encoder, "model", None)
-        if hasattr(model, "_get_feat_extract_output_lengths"):
-            return "ssl"
-        return "frames"
+    @property
+    def encoder(self):
+        """The frozen encoder."""
+        return self.features.encoder
+
+    @property
+    def kind(self):
+        """How its valid frames are counted (see ``EncoderFeatures``)."""
+        return self.features.kind
 
     def freeze(self):
         """Frozen but differentiable: eval mode, no parameter gradients
         (re-apply at every stage start: ``Brain.fit`` calls ``train()``)."""
-        freeze(self.encoder)
+        self.features.freeze()
         return self
 
-    # ------------------------------------------------------------ encoding
-    def _run(self, wavs, lengths):
-        if self.kind == "conformer":
-            out = self.encoder.encode(wavs, lengths)
-        elif self.kind == "whisper":
-            out = self.encoder(wavs)
-        else:
-            out = self.encoder(wavs, lengths)
-        if isinstance(out, tuple | list):
-            out = out[0]
-        if self.layers is None:
-            feats = [out[-1] if out.dim() == 4 else out]
-        else:
-            if out.dim() != 4:
-                raise ValueError(
-                    f"layers={self.layers}: the encoder returned one layer "
-                    f"{tuple(out.shape)}; build it with output_all_hiddens"
-                )
-            feats = [out[i] for i in self.layers]
-        return [f.float() for f in feats]
-
     def frame_mask(self, lengths, n_samples: int, n_frames: int):
-        """``(batch, n_frames)`` mask of the encoder frames that hold input.
-
-        Arguments
-        ---------
-        lengths : torch.Tensor
-            Relative lengths of the waveforms.
-        n_samples : int
-            Padded waveform length.
-        n_frames : int
-            Encoder frames.
-
-        Returns
-        -------
-        torch.Tensor
-        """
-        samples = torch.round(lengths.float() * n_samples)
-        if self.kind == "whisper":
-            valid = torch.ceil(samples / 320.0).clamp(max=1500)
-        elif self.kind == "ssl":
-            model = self.encoder.model
-            valid = model._get_feat_extract_output_lengths(samples.long())
-            valid = valid.float()
-        else:
-            valid = torch.round(lengths.float() * n_frames)
-        valid = valid.clamp(1, n_frames)
-        pos = torch.arange(n_frames, device=lengths.device).unsqueeze(0)
-        return (pos < valid.unsqueeze(1)).float()
+        """See :meth:`EncoderFeatures.frame_mask`."""
+        return self.features.frame_mask(lengths, n_samples, n_frames)
 
     def embed(self, wavs, lengths):
         """Encoder features of the normalised signals and their frame mask.
@@ -401,7 +221,7 @@ class EncoderEmbeddingLoss(torch.nn.Module):
             ``(batch, frames)``.
         """
         x = level_normalise(wavs, lengths, self.normalisation)
-        feats = self._run(x, lengths)
+        feats = self.features(x, lengths)
         mask = self.frame_mask(lengths, wavs.shape[-1], feats[0].shape[1])
         return feats, mask
 
@@ -584,40 +404,17 @@ class GPITBrain(SelectedCheckpoint, DualLossBrain):
             run_opts=run_opts,
             checkpointer=checkpointer,
         )
-        self._train_data = None
         self.train_stats = {}
         self.last_stats = {}
 
     # ---------------------------------------------------------- set-up
-    def make_dataloader(
-        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
-    ):
-        """SpeechBrain's loader with the dataset's own ``collate``."""
-        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
-            loader_kwargs["collate_fn"] = dataset.collate
-        if stage == sb.Stage.TRAIN:
-            self._train_data = dataset
-        return super().make_dataloader(
-            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
-        )
-
-    def _freeze_encoder(self):
-        if self.ae_loss is not None:
-            self.ae_loss.to(self.device)
-            self.ae_loss.freeze()
-
-    def on_fit_start(self):
-        """Engine set-up, then the frozen encoder on the device."""
-        super().on_fit_start()
-        self._freeze_encoder()
+    def frozen_models(self):
+        """The L_AE encoder (inside ``ae_loss``)."""
+        return [] if self.ae_loss is None else [self.ae_loss]
 
     def on_stage_start(self, stage, epoch=None):
-        """Re-freeze the encoder (``fit`` puts modules in train mode), pick
-        the epoch's crops, reset the validation sums."""
-        self._freeze_encoder()
-        if stage == sb.Stage.TRAIN and epoch is not None:
-            if hasattr(self._train_data, "set_epoch"):
-                self._train_data.set_epoch(epoch)
+        """The engine's (re-freeze, epoch crops); reset validation sums."""
+        super().on_stage_start(stage, epoch)
         self._sums = {"si_sdr": 0.0, "si_sdri": 0.0, "ae": 0.0, "n": 0}
 
     # ---------------------------------------------------------- forward

@@ -364,25 +364,11 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
             run_opts=run_opts,
             checkpointer=checkpointer,
         )
-        self._train_data = None
         self.wer_metric = None
         self.train_stats = {}
         self.epoch = None
 
     # ------------------------------------------------------------ set-up
-    def make_dataloader(
-        self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs
-    ):
-        """SpeechBrain's loader with the dataset's ``collate``; keeps the
-        training set (for its per-epoch draws)."""
-        if "collate_fn" not in loader_kwargs and hasattr(dataset, "collate"):
-            loader_kwargs["collate_fn"] = dataset.collate
-        if stage == sb.Stage.TRAIN:
-            self._train_data = dataset
-        return super().make_dataloader(
-            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
-        )
-
     def _asr(self):
         asr = self.modules["asr"]
         return getattr(asr, "module", asr)
@@ -426,13 +412,11 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
             asr.features(est.detach(), lens, epoch=self.epoch)
 
     def on_stage_start(self, stage, epoch=None):
-        """Epoch draws of the training data; the WER tracker."""
+        """The engine's (epoch draws of the training data); the WER
+        tracker."""
+        super().on_stage_start(stage, epoch)
         self.epoch = epoch
         if stage == sb.Stage.TRAIN:
-            data = self._train_data
-            if data is not None and epoch is not None:
-                if hasattr(data, "set_epoch"):
-                    data.set_epoch(epoch)
             return
         tok = getattr(self.hparams, "tokenizer", None)
         if "asr" in self.losses_needed and tok is not None:

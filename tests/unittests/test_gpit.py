@@ -14,14 +14,16 @@ from robust_brain import tiny_models as tm
 from robust_brain.data.separation import SeparationSet
 from robust_brain.evaluation.metrics import si_sdr
 from robust_brain.evaluation.separation import gpit_table
-from robust_brain.losses import level_normalise
+from robust_brain.losses import (
+    best_permutations,
+    level_normalise,
+    reorder_sources,
+    sisdr_pit,
+)
 from robust_brain.methods.gpit import (
     EncoderEmbeddingLoss,
     GPITBrain,
-    best_permutations,
     check_mode,
-    reorder_sources,
-    sisdr_pit,
 )
 from robust_brain.models.separator import build_separator
 
