@@ -29,9 +29,12 @@ __all__ = [
     "Enhancer",
     "LevelNormalizedEnhancer",
     "Separator",
+    "StudentEncoder",
+    "hparams_nodes",
     "write_enhancer",
     "write_pretrained",
     "write_separator",
+    "write_student",
 ]
 
 
@@ -182,6 +185,52 @@ class Separator(_FolderSource, Pretrained):
         return self.separate_batch(mix, lengths)
 
 
+class StudentEncoder(_FolderSource, Pretrained):
+    """A distilled student: ``encode_batch``, ``encode_file``.
+
+    For a :class:`~robust_brain.models.student.DistilStudent` (the
+    features a downstream model reads: its last hidden state, or the
+    prediction of the deepest teacher layer), as written by
+    :func:`write_student`.
+    """
+
+    HPARAMS_NEEDED = ["sample_rate"]
+    MODULES_NEEDED = ["student"]
+
+    def encode_batch(self, wavs, wav_lens=None, kind: str = "last"):
+        """Features of a batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``(batch, time)`` at ``sample_rate``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths; None: all full.
+        kind : str
+            ``last`` or ``pred`` (see ``DistilStudent.features``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, frames, dim)``.
+        """
+        wavs = wavs.to(self.device)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=self.device)
+        return self.mods.student.features(
+            wavs, wav_lens.to(self.device), kind=kind
+        )
+
+    def encode_file(self, path, kind: str = "last"):
+        """Features ``(frames, dim)`` of one audio file."""
+        wav = self.load_audio(str(path))
+        return self.encode_batch(wav.unsqueeze(0), kind=kind)[0]
+
+    def forward(self, wavs, wav_lens=None):
+        """:meth:`encode_batch`."""
+        return self.encode_batch(wavs, wav_lens)
+
+
 def _yaml_value(value) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"
@@ -194,48 +243,65 @@ def _yaml_value(value) -> str:
     raise TypeError(f"cannot write {value!r} to an inference yaml")
 
 
-def write_pretrained(
-    folder,
-    module: torch.nn.Module,
-    key: str,
-    settings: dict,
-    interface: str,
-    description: str = "",
-) -> Path:
-    """Write a trained module as a SpeechBrain pretrained folder.
+def hparams_nodes(hparams_file, keys, overrides=None) -> str:
+    """YAML text of chosen top-level nodes of an hparams file, with every
+    ``!ref``, ``!copy`` and override resolved (HyperPyYAML's
+    ``resolve_references``), so the text builds the same objects alone.
 
-    ``hyperparams.yaml`` rebuilds the module from its ``config`` (its
-    constructor arguments, current values) with ``!new:`` of its class,
-    or with ``!apply:`` of its ``factory`` (the dotted name of the
-    function that built it), and loads ``<key>.ckpt`` through a
-    ``Pretrainer``. Files are written under temporary names, then renamed:
-    a reader never sees half a file.
+    An object referenced from two places stays one object (a YAML anchor
+    and its alias); nodes are written in the order of ``keys``.
 
     Arguments
     ---------
-    folder : path-like
-        Created if needed.
-    module : torch.nn.Module
-        Has a ``config`` mapping (and optionally a ``factory``).
-    key : str
-        The module's name in ``modules`` and of its weights file.
-    settings : dict
-        More top-level settings (e.g. ``sample_rate``).
-    interface : str
-        The class that loads the folder (named in the yaml's header).
-    description : str
-        Comment lines at the top of the yaml (e.g. what trained it).
+    hparams_file : path-like
+    keys : sequence of str
+    overrides : str or dict, optional
+        As given to ``load_hyperpyyaml``.
 
     Returns
     -------
-    Path
-        The folder.
+    str
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "h.yaml"
+    >>> _ = f.write_text(
+    ...     "n: 4\\n"
+    ...     "lin: !new:torch.nn.Linear\\n"
+    ...     "    in_features: !ref <n>\\n"
+    ...     "    out_features: !ref <n> // 2\\n")
+    >>> print(hparams_nodes(f, ["lin"], "n: 6"), end="")
+    lin: !new:torch.nn.Linear
+        in_features: 6
+        out_features: 3
     """
+    import io
+
+    import ruamel.yaml
+    from hyperpyyaml import resolve_references
+
+    with open(hparams_file, encoding="utf-8") as fin:
+        text = resolve_references(fin, overrides).getvalue()
+    yaml = ruamel.yaml.YAML()
+    yaml.indent(mapping=4, sequence=4, offset=2)
+    tree = yaml.load(text)
+    missing = [k for k in keys if k not in tree]
+    if missing:
+        raise KeyError(f"{hparams_file} has no top-level {missing}")
+    out = io.StringIO()
+    yaml.dump({k: tree[k] for k in keys}, out)
+    return out.getvalue()
+
+
+def _config_node(key: str, module: torch.nn.Module) -> str:
+    """``key: !new:<class>`` (or ``!apply:<factory>``) of the module's
+    ``config`` (its constructor arguments, current values)."""
     config = getattr(module, "config", None)
     if not isinstance(config, dict):
         raise TypeError(
             f"{type(module).__name__} has no `config` of its constructor "
-            "arguments: it cannot be written as a pretrained folder"
+            "arguments: give the yaml that builds it (hparams_nodes)"
         )
     factory = getattr(module, "factory", None)
     if factory:
@@ -245,22 +311,78 @@ def write_pretrained(
     args = "".join(
         f"    {name}: {_yaml_value(value)}\n" for name, value in config.items()
     )
+    return f"{key}: {build}\n{args}"
+
+
+def write_pretrained(
+    folder,
+    module: torch.nn.Module,
+    key: str,
+    settings: dict,
+    interface: str,
+    description: str = "",
+    build: str | None = None,
+    parts: dict | None = None,
+) -> Path:
+    """Write a trained module as a SpeechBrain pretrained folder.
+
+    ``hyperparams.yaml`` builds the module (``build``: YAML text defining
+    the top-level node ``key``, e.g. from :func:`hparams_nodes` of the
+    training hparams; default: from the module's ``config``) and loads
+    each part's ``<name>.ckpt`` through a ``Pretrainer``. Files are
+    written under temporary names, then renamed: a reader never sees half
+    a file.
+
+    Arguments
+    ---------
+    folder : path-like
+        Created if needed.
+    module : torch.nn.Module
+        The module (``modules[key]`` when loaded).
+    key : str
+        Its name in ``modules``.
+    settings : dict
+        More top-level settings (e.g. ``sample_rate``).
+    interface : str
+        The class that loads the folder (named in the yaml's header).
+    description : str
+        Comment lines at the top of the yaml (e.g. what trained it).
+    build : str, optional
+        YAML defining ``key`` (and what it needs).
+    parts : dict, optional
+        ``name -> (yaml reference, submodule)`` whose weights are written
+        to ``<name>.ckpt``; default: the whole module as ``<key>.ckpt``.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    if build is None:
+        build = _config_node(key, module)
+    if parts is None:
+        parts = {key: (key, module)}
+    loadables = "".join(
+        f"        {name}: !ref <{ref}>\n" for name, (ref, _) in parts.items()
+    )
+    paths = "".join(f"        {name}: {name}.ckpt\n" for name in parts)
     header = "".join(f"# {line}\n" for line in description.splitlines())
     text = (
         f"{header}# Load: {interface}.from_hparams(source=<this folder>)\n"
         + "".join(f"{k}: {_yaml_value(v)}\n" for k, v in settings.items())
-        + f"{key}: {build}\n{args}"
-        f"modules:\n    {key}: !ref <{key}>\n"
+        + build.rstrip("\n")
+        + f"\nmodules:\n    {key}: !ref <{key}>\n"
         "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
-        f"    loadables:\n        {key}: !ref <{key}>\n"
-        f"    paths:\n        {key}: {key}.ckpt\n"
+        f"    loadables:\n{loadables}    paths:\n{paths}"
     )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    torch.save(state, folder / f".{key}.ckpt.tmp")
+    for name, (_, part) in parts.items():
+        state = {k: v.detach().cpu() for k, v in part.state_dict().items()}
+        torch.save(state, folder / f".{name}.ckpt.tmp")
     (folder / ".hyperparams.yaml.tmp").write_text(text, encoding="utf-8")
-    os.replace(folder / f".{key}.ckpt.tmp", folder / f"{key}.ckpt")
+    for name in parts:
+        os.replace(folder / f".{name}.ckpt.tmp", folder / f"{name}.ckpt")
     os.replace(folder / ".hyperparams.yaml.tmp", folder / "hyperparams.yaml")
     return folder
 
@@ -309,23 +431,65 @@ def write_enhancer(
 def write_separator(
     folder,
     separator: torch.nn.Module,
+    build: str | None = None,
     sample_rate: int = 8000,
     description: str = "",
 ) -> Path:
-    """Write a trained separator for :class:`Separator`; see
+    """Write a trained separator for :class:`Separator`.
+
+    A :class:`~robust_brain.models.separator.MaskingSeparator` is written
+    as SpeechBrain's hub separators are (``speechbrain/sepformer-whamr``):
+    ``encoder.ckpt``, ``masknet.ckpt`` and ``decoder.ckpt``, so the folder
+    is also a ``pretrained_separator`` of the GPIT recipe. See
     :func:`write_pretrained`.
+
+    Arguments
+    ---------
+    folder : path-like
+    separator : torch.nn.Module
+    build : str, optional
+        YAML defining ``separator`` (and ``sep_encoder``, ``sep_masknet``,
+        ``sep_decoder`` when it refers to them): :func:`hparams_nodes` of
+        the training hparams; default: from the separator's ``config``.
+    sample_rate : int
+    description : str
+
+    Returns
+    -------
+    Path
 
     Example
     -------
     >>> import tempfile
-    >>> from robust_brain.models.separator import build_separator
-    >>> sep = build_separator("convtasnet", filters=8, tasnet_bottleneck=8,
-    ...     tasnet_hidden=8, tasnet_blocks=1, tasnet_repeats=1)
-    >>> folder = write_separator(tempfile.mkdtemp(), sep)
+    >>> build = '''
+    ... sep_encoder: !new:speechbrain.lobes.models.dual_path.Encoder
+    ...     kernel_size: 16
+    ...     out_channels: 8
+    ... sep_masknet: !new:speechbrain.lobes.models.conv_tasnet.MaskNet
+    ...     [8, 8, 8, 3, 1, 1, 2]
+    ... sep_decoder: !new:speechbrain.lobes.models.dual_path.Decoder
+    ...     {in_channels: 8, out_channels: 1, kernel_size: 16, stride: 8,
+    ...      bias: False}
+    ... separator: !new:robust_brain.models.separator.MaskingSeparator
+    ...     [!ref <sep_encoder>, !ref <sep_masknet>, !ref <sep_decoder>]
+    ... '''
+    >>> from hyperpyyaml import load_hyperpyyaml
+    >>> sep = load_hyperpyyaml(build)["separator"]
+    >>> folder = write_separator(tempfile.mkdtemp(), sep, build)
+    >>> sorted(p.name for p in folder.glob("*.ckpt"))
+    ['decoder.ckpt', 'encoder.ckpt', 'masknet.ckpt']
     >>> Separator.from_hparams(source=folder).separate_batch(
     ...     torch.randn(1, 4000)).shape
     torch.Size([1, 4000, 2])
     """
+    parts = None
+    if build is not None and all(
+        hasattr(separator, n) for n in ("encoder", "masknet", "decoder")
+    ):
+        parts = {
+            n: (f"sep_{n}", getattr(separator, n))
+            for n in ("encoder", "masknet", "decoder")
+        }
     return write_pretrained(
         folder,
         separator,
@@ -333,4 +497,92 @@ def write_separator(
         {"sample_rate": int(sample_rate)},
         "robust_brain.inference.Separator",
         description,
+        build=build,
+        parts=parts,
+    )
+
+
+def _hf_student_build(student) -> str:
+    """YAML that rebuilds an :class:`~robust_brain.models.student.
+    HFStudent` (its Hugging Face configuration, written out in full)."""
+    import json
+
+    config = student.model.config
+    values = config.to_dict()
+    for key in ("model_type", "transformers_version", "_name_or_path"):
+        values.pop(key, None)
+    cfg = type(config)
+    model = type(student.model)
+    lines = [f"student_config: !new:{cfg.__module__}.{cfg.__qualname__}"]
+    lines += [f"    {k}: {json.dumps(v)}" for k, v in sorted(values.items())]
+    lines += [
+        f"student_model: !new:{model.__module__}.{model.__qualname__}",
+        "    - !ref <student_config>",
+        "student: !new:robust_brain.models.student.HFStudent",
+        "    model: !ref <student_model>",
+        f"    target_layers: {json.dumps(student.target_layers)}",
+        f"    normalize_wav: {_yaml_value(student.normalize_wav)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_student(
+    folder,
+    student: torch.nn.Module,
+    build: str | None = None,
+    sample_rate: int = 16000,
+    description: str = "",
+) -> Path:
+    """Write a distilled student for :class:`StudentEncoder`.
+
+    An :class:`~robust_brain.models.student.HFStudent` (from a WavLM,
+    HuBERT or wav2vec 2.0 teacher) is rebuilt from its Hugging Face
+    configuration, written out in the yaml; any other student needs
+    ``build`` (YAML defining ``student``). See :func:`write_pretrained`.
+
+    Arguments
+    ---------
+    folder : path-like
+    student : torch.nn.Module
+    build : str, optional
+    sample_rate : int
+    description : str
+
+    Returns
+    -------
+    Path
+
+    Example
+    -------
+    >>> import tempfile, transformers
+    >>> from robust_brain.models.student import HFStudent
+    >>> cfg = transformers.WavLMConfig(hidden_size=16, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=16, conv_dim=(8, 8),
+    ...     conv_stride=(5, 4), conv_kernel=(10, 8),
+    ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    >>> student = HFStudent(transformers.WavLMModel(cfg), [1]).eval()
+    >>> folder = write_student(tempfile.mkdtemp(), student)
+    >>> enc = StudentEncoder.from_hparams(source=folder)
+    >>> wav = torch.randn(1, 4000)
+    >>> torch.allclose(enc.encode_batch(wav),
+    ...                student.features(wav, torch.ones(1)), atol=1e-5)
+    True
+    """
+    if build is None:
+        from robust_brain.models.student import HFStudent
+
+        if not isinstance(student, HFStudent):
+            raise TypeError(
+                f"{type(student).__name__}: give the yaml that builds it "
+                "(build=...); only an HFStudent is written without one"
+            )
+        build = _hf_student_build(student)
+    return write_pretrained(
+        folder,
+        student,
+        "student",
+        {"sample_rate": int(sample_rate)},
+        "robust_brain.inference.StudentEncoder",
+        description,
+        build=build,
     )

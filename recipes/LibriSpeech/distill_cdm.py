@@ -4,7 +4,7 @@
 A DistilHuBERT student (the teacher's CNN + 2 Transformer layers, copied
 from the teacher, + heads predicting teacher layers 4, 8, 12) learns from a
 FROZEN hub teacher (HuBERT Base by default; WavLM Base+ or wav2vec 2.0 Base
-by ``--teacher_kind`` / ``--teacher_hub``) across distortions: setup 1
+by editing the ``teacher`` block of the hparams) across distortions: setup 1
 (``cdm1``: teacher clean, student distorted), setup 2 (``cdm2``: both
 distorted, independent draws) and setup 2 + domain-adversarial training
 (``cdm2_dat``: a discriminator on the pooled student features behind a

@@ -4,7 +4,7 @@
 A DistilHuBERT student (the teacher's CNN + 2 Transformer layers, copied
 from the teacher, + heads predicting teacher layers 4, 8, 12) learns from a
 FROZEN hub teacher (WavLM Base+ by default; HuBERT Base or wav2vec 2.0 Base
-by ``--teacher_kind`` / ``--teacher_hub``) that hears the CLEAN utterance,
+by editing the ``teacher`` block of the hparams) that hears the CLEAN utterance,
 while the student hears it corrupted (noise / reverberation / both /
 clean, 25 % each) and an enhancement head (training only) predicts a mask
 on the noisy STFT magnitude from the student's CNN features::

@@ -6,9 +6,9 @@ To run this recipe (after generating the corpus)::
     python -m robust_brain.data.generate --corpus mininoisy --out data
     python recipes/MiniNoisy/train_gr.py hparams/gr_mini.yaml \
         --data_folder=data/MiniNoisy
-    # two rules, DEMUCS as the front-end:
+    # two rules (DEMUCS as the front-end: uncomment its enhancer block)
     python recipes/MiniNoisy/train_gr.py hparams/gr_mini.yaml \
-        --rules=[MTL,GR] --front_end=demucs
+        --rules=[MTL,GR]
 
 Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``; the
 ASR and SE pre-trainings are part of this recipe (``pretrained: [asr,

@@ -8,9 +8,9 @@ enhancement + ASR data folders of the GR authors' recipe
 
     python recipes/RATS/train_gr.py hparams/gr_rats.yaml \
         --data_folder=/path/to/espnet/egs2/rats_chA/asr_with_enhancement
-    # two rules, DEMUCS as the front-end:
+    # two rules (DEMUCS as the front-end: uncomment its enhancer block)
     python recipes/RATS/train_gr.py hparams/gr_rats.yaml \
-        --data_folder=... --rules=[MTL,GR] --front_end=demucs
+        --data_folder=... --rules=[MTL,GR]
 
 Preparation (``robust_brain.data.prepare.prepare_rats``): one manifest per
 split of ``train_splits``, ``valid_splits`` and ``eval_splits``. Then the

@@ -44,9 +44,8 @@ from robust_brain.data.prepare.whamr import prepare_whamr
 from robust_brain.data.separation import SeparationSet
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.separation import evaluate_separators
-from robust_brain.inference import write_separator
+from robust_brain.inference import hparams_nodes, write_separator
 from robust_brain.methods.gpit import check_mode
-from robust_brain.models.demucs import load_enhancer_weights
 from robust_brain.pipelines.gpit import train_separator_stage
 from robust_brain.stages import loader_kwargs
 from robust_brain.surgery import make_rule
@@ -252,7 +251,11 @@ def main(argv):
     separator = hparams["separator"]
     needed = {"pretrain", "finetune", "evaluate"} & set(stages)
     if needed and hparams["pretrained_separator"]:
-        load_enhancer_weights(separator, hparams["pretrained_separator"])
+        # encoder/masknet/decoder.ckpt of a folder or hub source
+        pretrainer = hparams["separator_pretrainer"]
+        Path(hparams["save_folder"]).mkdir(parents=True, exist_ok=True)
+        pretrainer.collect_files()
+        pretrainer.load_collected()
     elif needed:
         separator_stage(
             hparams,
@@ -280,10 +283,16 @@ def main(argv):
     trained = {"pretrain", "finetune"} & set(stages)
     if trained and sb.utils.distributed.if_main_process():
         # every separator, loadable with Separator.from_hparams
+        build = hparams_nodes(
+            hparams_file,
+            ["sep_encoder", "sep_masknet", "sep_decoder", "separator"],
+            overrides,
+        )
         for name, sep in systems.items():
             write_separator(
                 Path(hparams["save_folder"]) / "pretrained" / name,
                 sep,
+                build,
                 sample_rate=hparams["sample_rate"],
                 description=f"GPIT recipe, system {name}, seed "
                 f"{hparams['seed']}",

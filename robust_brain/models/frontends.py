@@ -1,87 +1,15 @@
-"""SE front-ends of the joint recipes (GR).
+"""Front-end wrappers of the joint recipes (GR).
 
-:func:`make_front_end` builds the front-end chosen by one hparam
-(``front_end``: the BLSTM mask network or DEMUCS);
 :class:`ResampledEnhancer` applies a front-end trained at another rate
-(8 kHz RATS) to 16 kHz signals.
+(8 kHz RATS) to 16 kHz signals. The front-ends themselves (the BLSTM mask
+network, DEMUCS) are ``!new:`` blocks of the hparams.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["make_front_end", "ResampledEnhancer"]
-
-
-def make_front_end(
-    kind: str = "mask",
-    n_fft: int = 512,
-    hop_length: int = 256,
-    mask_layers: int = 3,
-    mask_units: int = 896,
-    mask_dropout: float = 0.5,
-    mask: str = "relu",
-    mask_max: float | None = None,
-    input_norm: str = "utterance",
-    demucs_hidden: int = 48,
-    demucs_depth: int = 5,
-    demucs_resample: int = 4,
-    demucs_causal: bool = True,
-) -> torch.nn.Module:
-    """The SE front-end chosen by one hparam (``front_end``).
-
-    Arguments
-    ---------
-    kind : str
-        ``mask``: :class:`~robust_brain.models.mask_net.MaskNet` (the
-        paper's); ``demucs``: :class:`~robust_brain.models.demucs.Demucs`
-        (D4AM's enhancer; the SE loss then takes the STFT of its output).
-    n_fft, hop_length, mask_layers, mask_units, mask_dropout, mask,
-    mask_max, input_norm :
-        MaskNet settings (``num_layers``, ``hidden_size``, ``dropout``...).
-    demucs_hidden, demucs_depth, demucs_resample, demucs_causal :
-        Demucs settings.
-
-    Returns
-    -------
-    torch.nn.Module
-
-    Example
-    -------
-    >>> type(make_front_end("mask", mask_layers=1, mask_units=4)).__name__
-    'MaskNet'
-    >>> type(make_front_end("demucs", demucs_hidden=4, demucs_depth=2,
-    ...                     demucs_resample=1)).__name__
-    'Demucs'
-    >>> make_front_end("conv-tasnet")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown front_end 'conv-tasnet'; choose mask or demucs
-    """
-    key = str(kind).lower()
-    if key == "mask":
-        from robust_brain.models.mask_net import MaskNet
-
-        return MaskNet(
-            n_fft=n_fft,
-            hop_length=hop_length,
-            num_layers=mask_layers,
-            hidden_size=mask_units,
-            dropout=mask_dropout,
-            mask=mask,
-            mask_max=mask_max,
-            input_norm=input_norm,
-        )
-    if key == "demucs":
-        from robust_brain.models.demucs import Demucs
-
-        return Demucs(
-            hidden=demucs_hidden,
-            depth=demucs_depth,
-            resample=demucs_resample,
-            causal=demucs_causal,
-        )
-    raise ValueError(f"unknown front_end {kind!r}; choose mask or demucs")
+__all__ = ["ResampledEnhancer"]
 
 
 class ResampledEnhancer(torch.nn.Module):

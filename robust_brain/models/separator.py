@@ -9,7 +9,8 @@ N, frames)``:
 
 * SepFormer: ``speechbrain.lobes.models.dual_path.Dual_Path_Model`` with
   ``SBTransformerBlock`` intra/inter models (the default of the GPIT
-  recipes);
+  recipes, built by ``!new:`` blocks in ``hparams/gpit*.yaml``: another
+  mask network is an edit of the ``sep_masknet`` block);
 * Conv-TasNet: ``speechbrain.lobes.models.conv_tasnet.MaskNet``;
 * :class:`ConformerMaskNet`: a TD-Conformer-style mask network (a
   Conformer over the frame sequence, after a bottleneck and an optional
@@ -23,7 +24,7 @@ Authors
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MaskingSeparator", "ConformerMaskNet", "build_separator"]
+__all__ = ["MaskingSeparator", "ConformerMaskNet"]
 
 
 class MaskingSeparator(torch.nn.Module):
@@ -190,158 +191,3 @@ class ConformerMaskNet(torch.nn.Module):
         masks = torch.relu(self.mask(self.act(x)))
         masks = masks.view(batch, self.num_spks, n, frames)
         return masks.transpose(0, 1)
-
-
-def build_separator(
-    kind: str = "sepformer",
-    num_spks: int = 2,
-    kernel_size: int = 16,
-    filters: int = 256,
-    chunk_size: int = 250,
-    num_blocks: int = 2,
-    intra_layers: int = 8,
-    inter_layers: int = 8,
-    nhead: int = 8,
-    d_ffn: int = 1024,
-    dropout: float = 0.0,
-    tasnet_bottleneck: int = 128,
-    tasnet_hidden: int = 512,
-    tasnet_kernel: int = 3,
-    tasnet_blocks: int = 8,
-    tasnet_repeats: int = 3,
-    conformer_d_model: int = 256,
-    conformer_layers: int = 8,
-    conformer_kernel: int = 31,
-    conformer_subsampling: int = 1,
-) -> MaskingSeparator:
-    """A :class:`MaskingSeparator` of one of three mask networks.
-
-    ``sepformer`` (SpeechBrain's ``Dual_Path_Model`` + ``SBTransformerBlock``;
-    defaults: the WHAMR! SepFormer), ``convtasnet`` (SpeechBrain's
-    ``conv_tasnet.MaskNet``: ``tasnet_*`` = B, H, P, X, R) or ``conformer``
-    (:class:`ConformerMaskNet`: ``conformer_*``, ``nhead``, ``d_ffn``).
-    Encoder: SpeechBrain's ``dual_path.Encoder`` (``filters`` filters of
-    ``kernel_size``, stride ``kernel_size // 2``); decoder: its transposed
-    convolution.
-
-    Arguments
-    ---------
-    kind : str
-        ``sepformer``, ``convtasnet`` or ``conformer``.
-    num_spks : int
-    kernel_size, filters : int
-        Encoder/decoder.
-    chunk_size, num_blocks, intra_layers, inter_layers : int
-        SepFormer: chunk K, dual-path blocks, transformer layers per block.
-    nhead, d_ffn : int
-        Attention heads / feed-forward width (SepFormer, Conformer).
-    dropout : float
-        Transformer / Conformer dropout.
-    tasnet_bottleneck, tasnet_hidden, tasnet_kernel, tasnet_blocks,
-    tasnet_repeats : int
-        Conv-TasNet B, H, P, X, R.
-    conformer_d_model, conformer_layers, conformer_kernel,
-    conformer_subsampling : int
-        :class:`ConformerMaskNet` sizes.
-
-    Returns
-    -------
-    MaskingSeparator
-
-    Example
-    -------
-    >>> _ = torch.manual_seed(0)
-    >>> wav = torch.randn(1, 800)
-    >>> for kind in ("sepformer", "convtasnet", "conformer"):
-    ...     sep = build_separator(kind, filters=8, chunk_size=10,
-    ...         num_blocks=1, intra_layers=1, inter_layers=1, nhead=2,
-    ...         d_ffn=16, tasnet_bottleneck=8, tasnet_hidden=8,
-    ...         tasnet_blocks=1, tasnet_repeats=1, conformer_d_model=8,
-    ...         conformer_layers=1, conformer_kernel=3)
-    ...     print(kind, tuple(sep(wav).shape))
-    sepformer (1, 800, 2)
-    convtasnet (1, 800, 2)
-    conformer (1, 800, 2)
-    >>> build_separator("dprnn")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown separator kind 'dprnn'; choose sepformer, ...
-    """
-    config = dict(locals())  # the arguments, before any other name
-    from speechbrain.lobes.models.dual_path import (
-        Decoder,
-        Dual_Path_Model,
-        Encoder,
-        SBTransformerBlock,
-    )
-
-    if kind == "sepformer":
-
-        def block(layers):
-            return SBTransformerBlock(
-                num_layers=layers,
-                d_model=filters,
-                nhead=nhead,
-                d_ffn=d_ffn,
-                dropout=dropout,
-                use_positional_encoding=True,
-                norm_before=True,
-            )
-
-        masknet = Dual_Path_Model(
-            in_channels=filters,
-            out_channels=filters,
-            intra_model=block(intra_layers),
-            inter_model=block(inter_layers),
-            num_layers=num_blocks,
-            norm="ln",
-            K=chunk_size,
-            num_spks=num_spks,
-            skip_around_intra=True,
-            linear_layer_after_inter_intra=False,
-        )
-    elif kind == "convtasnet":
-        from speechbrain.lobes.models.conv_tasnet import MaskNet
-
-        masknet = MaskNet(
-            N=filters,
-            B=tasnet_bottleneck,
-            H=tasnet_hidden,
-            P=tasnet_kernel,
-            X=tasnet_blocks,
-            R=tasnet_repeats,
-            C=num_spks,
-            norm_type="gLN",
-            causal=False,
-            mask_nonlinear="relu",
-        )
-    elif kind == "conformer":
-        masknet = ConformerMaskNet(
-            filters,
-            d_model=conformer_d_model,
-            nhead=nhead,
-            d_ffn=d_ffn,
-            num_layers=conformer_layers,
-            kernel_size=conformer_kernel,
-            num_spks=num_spks,
-            subsampling=conformer_subsampling,
-            dropout=dropout,
-        )
-    else:
-        raise ValueError(
-            f"unknown separator kind {kind!r}; choose sepformer, convtasnet "
-            "or conformer"
-        )
-    encoder = Encoder(kernel_size=kernel_size, out_channels=filters)
-    decoder = Decoder(
-        in_channels=filters,
-        out_channels=1,
-        kernel_size=kernel_size,
-        stride=kernel_size // 2,
-        bias=False,
-    )
-    sep = MaskingSeparator(encoder, masknet, decoder, num_spks=num_spks)
-    # how to build it again (robust_brain.inference.write_separator)
-    sep.factory = f"{__name__}.build_separator"
-    sep.config = config
-    return sep

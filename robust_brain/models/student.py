@@ -41,7 +41,6 @@ __all__ = [
     "HFStudent",
     "ConformerStudent",
     "build_student",
-    "load_hf_teacher",
     "distillation_loss",
     "EnhancementHead",
     "DomainDiscriminator",
@@ -198,49 +197,6 @@ def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None = None):
 def _time_mask(n: int, lengths: torch.Tensor, device) -> torch.Tensor:
     valid = torch.round(lengths.to(device).float() * n).clamp(min=1)
     return torch.arange(n, device=device).unsqueeze(0) < valid.unsqueeze(1)
-
-
-def load_hf_teacher(kind: str, source, save_path, **kwargs):
-    """A frozen SpeechBrain Hugging Face wrapper returning all hidden
-    states (``output_all_hiddens=True``, ``freeze=True``: the teacher runs
-    under ``no_grad``, it only gives targets).
-
-    Arguments
-    ---------
-    kind : str
-        ``wavlm``, ``hubert`` or ``wav2vec2``.
-    source : str
-        Hub id (``microsoft/wavlm-base-plus``, ``facebook/hubert-base-ls960``,
-        ``facebook/wav2vec2-base``) or local folder.
-    save_path : path-like
-        Download folder.
-    **kwargs
-        More wrapper arguments.
-
-    Returns
-    -------
-    torch.nn.Module
-    """
-    from speechbrain.integrations.huggingface.hubert import HuBERT
-    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
-    from speechbrain.integrations.huggingface.wavlm import WavLM
-
-    classes = {"wavlm": WavLM, "hubert": HuBERT, "wav2vec2": Wav2Vec2}
-    if kind not in classes:
-        raise ValueError(
-            f"teacher_kind {kind!r} unknown; choose among {sorted(classes)}"
-        )
-    options = {
-        "freeze": True,
-        "freeze_feature_extractor": True,
-        "output_norm": False,
-        "apply_spec_augment": False,
-        "output_all_hiddens": True,
-    }
-    options.update(kwargs)
-    return classes[kind](
-        source=str(source), save_path=str(save_path), **options
-    )
 
 
 def _conformer_hiddens(
@@ -485,40 +441,72 @@ class HFStudent(DistilStudent):
     2.0): the same model class with ``num_layers`` layers (layerdrop 0,
     no SpecAugment), initialised from the teacher where names and shapes
     match (CNN, projection, positional convolution, layers ``0 ..
-    num_layers - 1``). WavLM students keep WavLM's gated relative
-    position bias (the official code drops it for vanilla attention).
+    num_layers - 1``): :meth:`from_teacher`. WavLM students keep WavLM's
+    gated relative position bias (the official code drops it for vanilla
+    attention).
 
     Arguments
     ---------
-    teacher : SpeechBrain HF wrapper
+    model : transformers.PreTrainedModel
+        The student's own model (``WavLMModel``, ``HubertModel``, ...).
     target_layers : sequence of int
-    num_layers : int
+    normalize_wav : bool
+        Layer-normalise the waveform first (as the teacher's wrapper).
     feature_grad_mult : float
-    init_from_teacher : bool
+
+    Example
+    -------
+    >>> import transformers
+    >>> cfg = transformers.HubertConfig(hidden_size=16, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=16, conv_dim=(8, 8),
+    ...     conv_stride=(5, 4), conv_kernel=(10, 8),
+    ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    >>> student = HFStudent(transformers.HubertModel(cfg), [1]).eval()
+    >>> student.features(torch.randn(2, 4000), torch.ones(2)).shape
+    torch.Size([2, 198, 16])
     """
 
     def __init__(
         self,
+        model,
+        target_layers: Sequence[int],
+        normalize_wav: bool = False,
+        feature_grad_mult: float = 0.1,
+    ):
+        super().__init__(int(model.config.hidden_size), target_layers)
+        self.model = model
+        self.copied = 0
+        self.normalize_wav = bool(normalize_wav)
+        self.feature_grad_mult = float(feature_grad_mult)
+        self._cnn = None
+        self.model.feature_extractor.register_forward_hook(self._grab_cnn)
+
+    @classmethod
+    def from_teacher(
+        cls,
         teacher,
         target_layers: Sequence[int],
         num_layers: int = 2,
         feature_grad_mult: float = 0.1,
         init_from_teacher: bool = True,
-    ):
+    ) -> HFStudent:
+        """The student of a SpeechBrain HF wrapper ``teacher``: its model
+        class and configuration with ``num_layers`` layers, initialised
+        from the teacher (``init_from_teacher``)."""
         hf = _hf_model(teacher)
         config = copy.deepcopy(hf.config)
-        super().__init__(config.hidden_size, target_layers)
         config.num_hidden_layers = int(num_layers)
         config.layerdrop = 0.0
         config.apply_spec_augment = False
-        self.model = type(hf)(config)
-        self.copied = 0
+        student = cls(
+            type(hf)(config),
+            target_layers,
+            normalize_wav=bool(getattr(teacher, "normalize_wav", False)),
+            feature_grad_mult=feature_grad_mult,
+        )
         if init_from_teacher:
-            self.copied = _copy_matching(self.model, hf.state_dict())
-        self.normalize_wav = bool(getattr(teacher, "normalize_wav", False))
-        self.feature_grad_mult = float(feature_grad_mult)
-        self._cnn = None
-        self.model.feature_extractor.register_forward_hook(self._grab_cnn)
+            student.copied = _copy_matching(student.model, hf.state_dict())
+        return student
 
     def _grab_cnn(self, module, inputs, output):
         output = scale_grad(output, self.feature_grad_mult)
@@ -658,10 +646,10 @@ def build_student(
     DistilStudent
     """
     model = teacher.model if isinstance(teacher, LayerTeacher) else teacher
-    cls = ConformerStudent if _is_conformer(model) else HFStudent
+    conformer = _is_conformer(model)
     n_teacher = (
         len(model.transformer.encoder.layers)
-        if cls is ConformerStudent
+        if conformer
         else _hf_model(model).config.num_hidden_layers
     )
     bad = [i for i in target_layers if not 1 <= int(i) <= n_teacher]
@@ -669,7 +657,8 @@ def build_student(
         raise ValueError(
             f"target_layers {list(target_layers)}: {bad} outside 1..{n_teacher}"
         )
-    return cls(
+    build = ConformerStudent if conformer else HFStudent.from_teacher
+    return build(
         model,
         target_layers,
         num_layers=num_layers,

@@ -10,6 +10,7 @@ LibriSpeech recipes after preparation (:func:`prepare_hub_data`).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from robust_brain.evaluation.probes import (
     evaluate_probes,
     teacher_encoder_parameters,
 )
+from robust_brain.inference import write_student
 from robust_brain.methods.distill import (
     SYSTEMS,
     CDMBrain,
@@ -34,11 +36,14 @@ from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import (
     DomainDiscriminator,
     EnhancementHead,
+    HFStudent,
     LayerTeacher,
     build_student,
 )
 from robust_brain.stages import fit_stage, loader_kwargs, require_checkpoint
 from robust_brain.surgery import make_rule
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "make_distill_set",
@@ -284,7 +289,29 @@ def distill_systems(
             ),
         )
         out[system] = brain.inference_model()
+        _write_student_folder(hparams, system, out[system], train)
     return out
+
+
+def _write_student_folder(hparams, system, student, trained):
+    """``<save_folder>/pretrained/<system>``, loadable with
+    :class:`robust_brain.inference.StudentEncoder` (HF students; the
+    offline ConformerStudent is rebuilt from its teacher instead)."""
+    if not trained or not sb.utils.distributed.if_main_process():
+        return
+    if not isinstance(student, HFStudent):
+        logger.info(
+            "%s: a %s is not written as a pretrained folder",
+            system,
+            type(student).__name__,
+        )
+        return
+    write_student(
+        Path(hparams["save_folder"]) / "pretrained" / system,
+        student,
+        sample_rate=hparams.get("sample_rate", 16000),
+        description=f"distillation system {system}, seed {hparams.get('seed')}",
+    )
 
 
 def evaluate_from_hparams(

@@ -471,12 +471,30 @@ def test_domain_labels_multiclass():
 def test_hf_student_from_tiny_teacher_under_a_surgery_rule(
     kind, corpus, tmp_path
 ):
+    import importlib
+
     from robust_brain import tiny_models as tm
-    from robust_brain.models.student import load_hf_teacher
 
     _, rows = corpus
     path = tm.tiny_model_path(kind, num_hidden_layers=4)
-    teacher = LayerTeacher(load_hf_teacher(kind, path, tmp_path / "hf"))
+    cls = {"wavlm": "wavlm.WavLM", "hubert": "hubert.HuBERT"}[kind]
+    module, name = cls.split(".")
+    wrapper = getattr(
+        importlib.import_module(
+            f"speechbrain.integrations.huggingface.{module}"
+        ),
+        name,
+    )
+    teacher = LayerTeacher(
+        wrapper(
+            source=str(path),
+            save_path=str(tmp_path / "hf"),
+            freeze=True,
+            output_norm=False,
+            apply_spec_augment=False,
+            output_all_hiddens=True,
+        )
+    )
     student = build_student(teacher, [2, 4])
     assert student.copied > 0
     t_sd = teacher.model.model.state_dict()
@@ -505,6 +523,17 @@ def test_hf_student_from_tiny_teacher_under_a_surgery_rule(
     assert changed(before, student)
     assert brain.skipped_steps == 0
     assert "cos" in brain.surgery_stats  # per-task path ran
+    # the trained student as a SpeechBrain pretrained folder
+    from robust_brain.inference import StudentEncoder, write_student
+
+    student.eval()
+    folder = write_student(tmp_path / "student", student)
+    encoder = StudentEncoder.from_hparams(source=str(folder))
+    wav = torch.randn(2, 8000)
+    lens = torch.tensor([1.0, 0.75])
+    feats = encoder.encode_batch(wav, lens)
+    assert feats.shape[-1] == student.hidden_size
+    assert torch.allclose(feats, student.features(wav, lens), atol=1e-4)
 
 
 # --------------------------------------------------------------- probes

@@ -25,7 +25,7 @@ from robust_brain.methods.gpit import (
     GPITBrain,
     check_mode,
 )
-from robust_brain.models.separator import build_separator
+from robust_brain.models.separator import MaskingSeparator
 
 SR = 16000
 
@@ -80,16 +80,27 @@ class Frames(torch.nn.Module):
 
 
 def tiny_separator():
+    """A tiny SepFormer (SpeechBrain's dual-path parts)."""
+    from speechbrain.lobes.models.dual_path import (
+        Decoder,
+        Dual_Path_Model,
+        Encoder,
+        SBTransformerBlock,
+    )
+
     torch.manual_seed(0)
-    return build_separator(
-        "sepformer",
-        filters=8,
-        chunk_size=20,
-        num_blocks=1,
-        intra_layers=1,
-        inter_layers=1,
-        nhead=2,
-        d_ffn=16,
+
+    def block():
+        return SBTransformerBlock(
+            1, 8, 2, d_ffn=16, use_positional_encoding=True, norm_before=True
+        )
+
+    return MaskingSeparator(
+        Encoder(kernel_size=16, out_channels=8),
+        Dual_Path_Model(8, 8, block(), block(), num_layers=1, K=20),
+        Decoder(
+            in_channels=8, out_channels=1, kernel_size=16, stride=8, bias=False
+        ),
     )
 
 

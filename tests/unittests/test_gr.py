@@ -236,7 +236,11 @@ class Chars:
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gr")
+    return make_stream(tmp_path_factory.mktemp("gr"))
+
+
+def make_stream(d):
+    """Four short noisy/clean tone pairs with character transcripts."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(4):

@@ -1,5 +1,7 @@
 """Trained front-ends as SpeechBrain pretrained folders."""
 
+from pathlib import Path
+
 import pytest
 import soundfile as sf
 import torch
@@ -58,22 +60,41 @@ def test_a_model_without_config_is_refused_by_name(tmp_path):
 
 
 def test_separator_folder_rebuilds_the_same_separator(tmp_path):
-    """A factory-built separator (its non-default sizes included) is
-    written, loaded with from_hparams and separates as the original;
-    separate_file writes one wav per source."""
-    from robust_brain.inference import Separator, write_separator
-    from robust_brain.models.separator import build_separator
+    """A separator built by the GPIT hparams (non-default sizes given as
+    overrides) is written with the yaml that built it, loaded with
+    from_hparams and separates as the original; separate_file writes one
+    wav per source; the folder is in the hub layout."""
+    from hyperpyyaml import load_hyperpyyaml
 
+    from robust_brain.inference import (
+        Separator,
+        hparams_nodes,
+        write_separator,
+    )
+
+    overrides = {
+        "data_folder": str(tmp_path),
+        "sep_filters": 8,
+        "sep_nhead": 2,
+        "sep_d_ffn": 16,
+        "sep_chunk_size": 20,
+        "sep_kernel_size": 16,
+        "encoder_d_model": 16,
+        "encoder_nhead": 2,
+        "encoder_layers": 1,
+        "encoder_d_ffn": 16,
+    }
+    hparams_file = Path(__file__).parents[2] / "hparams" / "gpit_mini.yaml"
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
     torch.manual_seed(0)
-    sep = build_separator(
-        "convtasnet",
-        filters=8,
-        tasnet_bottleneck=8,
-        tasnet_hidden=8,
-        tasnet_blocks=1,
-        tasnet_repeats=1,
-    ).eval()
-    folder = write_separator(tmp_path / "sep", sep, sample_rate=16000)
+    sep = hparams["separator"].eval()
+    build = hparams_nodes(
+        hparams_file,
+        ["sep_encoder", "sep_masknet", "sep_decoder", "separator"],
+        overrides,
+    )
+    folder = write_separator(tmp_path / "sep", sep, build, sample_rate=16000)
     loaded = Separator.from_hparams(source=str(folder))
     mix = torch.randn(2, 4000)
     with torch.no_grad():
@@ -86,3 +107,19 @@ def test_separator_folder_rebuilds_the_same_separator(tmp_path):
         "mix_s1.wav",
         "mix_s2.wav",
     ]
+    # the hub layout: the folder is a pretrained_separator of the recipe
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == [
+        "decoder.ckpt",
+        "encoder.ckpt",
+        "masknet.ckpt",
+    ]
+    overrides["pretrained_separator"] = str(folder)
+    overrides["save_folder"] = str(tmp_path / "save")
+    (tmp_path / "save").mkdir()
+    with open(hparams_file) as fin:
+        again = load_hyperpyyaml(fin, overrides)
+    again["separator_pretrainer"].collect_files()
+    again["separator_pretrainer"].load_collected()
+    with torch.no_grad():
+        out = again["separator"].eval()(mix)
+    assert torch.allclose(out, expected, atol=1e-5)
