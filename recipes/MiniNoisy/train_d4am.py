@@ -242,6 +242,8 @@ def main(argv):
         tokenizer,
         stages,
         lambda shuffle: loader_kwargs(hparams, hparams["batch_size"], shuffle),
+        # init_epochs 0: INIT is the enhancer as built (a pretrained one)
+        init_stage=hparams["init_epochs"] > 0,
     )
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
         stage_evaluate(hparams, systems, proxy, tokenizer, device)

@@ -263,8 +263,11 @@ class DeepFilterNet3(Peer):
             def step(frame_in, frame_out):
                 lib.df_process_frame(state, _ptr(frame_in), _ptr(frame_out))
 
+            # below 0.01 dB libDF copies its input through, with no lag
+            lim = self.options["atten_lim_db"]
+            delay = 0 if lim < 0.01 else self.DELAY
             y = _run_frames(
-                _resample(x, SAMPLE_RATE, NATIVE_RATE), hop, self.DELAY, step
+                _resample(x, SAMPLE_RATE, NATIVE_RATE), hop, delay, step
             )
         finally:
             lib.df_free(state)

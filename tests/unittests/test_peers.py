@@ -107,6 +107,15 @@ def test_deepfilternet3_attenuation_and_its_limit():
     assert full >= limited + 6
 
 
+def test_deepfilternet3_without_attenuation_is_the_input_in_line():
+    """At atten_lim_db 0 libDF copies its input through with no lag: the
+    peer must not shift it by the lag it removes otherwise."""
+    x = noisy(SR, seed=7)
+    y = enhance(build_peer("deepfilternet3:atten_lim_db=0"), x)
+    assert abs(lag_of(x, y)) <= 1
+    assert np.abs(y[800:-800] - x[800:-800]).max() < 0.02
+
+
 def test_short_utterances():
     for spec in SPECS:
         peer = build_peer(spec)
