@@ -3,24 +3,19 @@
 Ravenscroft et al. (Interspeech 2024), docs/methods.md, GPIT: a pretrained
 separator is fine-tuned on audio only, with the distance between the
 embeddings that a FROZEN pretrained ASR encoder gives of each estimated
-source and of its reference (L_AE). Everything beyond the abstract is a
-reconstruction; every unverified choice is an hparam:
+source and of its reference (L_AE). Every unverified choice is an hparam:
 
 * :class:`EncoderEmbeddingLoss`: ``D(E(norm(est)), E(norm(ref)))`` over the
-  VALID encoder frames only; ``D`` is ``mse`` (default), ``l1`` or
-  ``cosine``; ``norm`` is ``rms`` (zero mean, unit RMS over the valid
-  samples; default), ``peak`` or ``none``, see
-  :func:`~robust_brain.losses.level_normalise`; the layer(s) are the final
-  output (default) or a list of hidden-state indices. The encoder is any
-  that :class:`~robust_brain.models.encoders.EncoderFeatures` runs
-  (Wav2Vec2, WavLM, HuBERT, Whisper, the offline ConformerASR), swapped by
-  its ``!new:`` block in the hparams. It is frozen but differentiable:
-  ``requires_grad_(False)`` + ``eval()``, never the wrappers'
-  ``freeze=True`` (that runs the forward under ``no_grad`` and no gradient
-  would reach the separator).
+  VALID encoder frames only (``D``: ``mse``, ``l1`` or ``cosine``; ``norm``:
+  :func:`~robust_brain.losses.level_normalise`; the final output or chosen
+  hidden layers). ``E`` is any encoder that
+  :class:`~robust_brain.models.encoders.EncoderFeatures` runs (Wav2Vec2,
+  WavLM, HuBERT, Whisper, the offline ConformerASR), a ``!new:`` block of
+  the hparams, frozen but differentiable (never the wrappers'
+  ``freeze=True``, which would cut the gradient to the separator).
 * :class:`GPITBrain`: a :class:`~robust_brain.brain.DualLossBrain` with
-  ``loss_names = ("ae", "sisdr")`` (two losses, one engine: every surgery
-  rule applies; default ``sum``). Permutation modes (:data:`MODES`):
+  ``loss_names = ("ae", "sisdr")`` (every surgery rule applies; default
+  ``sum``). Permutation modes (:data:`MODES`):
 
   ==========  ================================  =======================
   mode        permutation                       losses
@@ -31,16 +26,9 @@ reconstruction; every unverified choice is an hparam:
   GPIT        best SI-SDR (under no_grad)       L_AE [+ w SI-SDR]
   ==========  ================================  =======================
 
-* :func:`robust_brain.pipelines.gpit.train_separator_stage` runs one mode
-  in its own checkpointed, resumable folder;
-  :func:`robust_brain.evaluation.separation.evaluate_separators` scores
-  separators with the unseen Whisper recognisers (cpWER) and SI-SDR(i) /
-  STOI / PESQ, with the relative cpWER change against uPIT-SISDR
-  fine-tuning; the data are
-  :class:`robust_brain.data.separation.SeparationSet`.
-
-Authors
- * robust_brain contributors 2026
+Stages: :mod:`robust_brain.pipelines.gpit`; evaluation (cpWER by unseen
+recognisers, SI-SDR(i), STOI, PESQ): :mod:`robust_brain.evaluation.
+separation`; data: :class:`robust_brain.data.separation.SeparationSet`.
 """
 
 from __future__ import annotations
@@ -68,9 +56,6 @@ __all__ = [
     "MODES",
     "DISTANCES",
     "check_mode",
-    "sisdr_pit",
-    "reorder_sources",
-    "best_permutations",
     "EncoderEmbeddingLoss",
     "GPITBrain",
 ]
