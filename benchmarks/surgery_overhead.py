@@ -15,19 +15,21 @@ Times ONE optimizer step (forward, backward(s), rule, Adam step) of
   ``GCLB``, ``D4AM`` (GCLB + SRPR, no Langevin noise), ``PCGrad`` and
   ``GradientRemedy`` (per tensor),
 
-at paper sizes: DEMUCS dns48 causal (18.9M parameters) in front of a
-Conformer-small CTC/attention ASR built from SpeechBrain classes like the
-LibriSpeech ``conformer_small`` recipe (Fbank(80) -> 2-block CNN front-end
--> 12-layer RelPosMHAXL Conformer encoder + 4-layer Transformer decoder,
-d_model 144, 5000 tokens; loss 0.3 CTC + 0.7 label-smoothed KL; the
-recipe's global InputNormalization is left out).
+at paper sizes, with the project's own models and losses: DEMUCS dns48
+causal (18.9M parameters, :class:`robust_brain.models.demucs.Demucs`) in
+front of :class:`robust_brain.models.asr.ConformerASR` at its defaults,
+SpeechBrain's LibriSpeech ``conformer_small`` (Fbank(80) -> 2-block CNN
+front-end -> 12-layer RelPosMHAXL Conformer encoder + 4-layer Transformer
+decoder, d_model 144, 5000 tokens; its loss, 0.3 CTC + 0.7 label-smoothed
+KL; the global feature normalisation left out).
 
 Four scenarios:
 
 * ``frozen`` (D4AM): the ASR is frozen (``requires_grad_(False)``,
   ``eval()``, kept in hparams, not in modules); main loss = ASR loss on
-  DEMUCS(noisy), aux loss = L1 + multi-resolution STFT loss (the denoiser's
-  L1 + MR-STFT regression) of DEMUCS(noisy) to clean; shared = DEMUCS.
+  DEMUCS(noisy), aux loss = D4AM's regression loss (L1 + multi-resolution
+  STFT, :class:`robust_brain.losses.D4AMRegressionLoss`) of DEMUCS(noisy)
+  to clean; shared = DEMUCS.
 * ``trainable``: the same losses, both models trainable; shared = DEMUCS,
   the ASR gets the plain sum (= its own gradient).
 * ``whisper`` (D4AM with a REAL pretrained proxy): DEMUCS dns48 in
@@ -90,19 +92,11 @@ if __package__ in (None, ""):
 
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from speechbrain.lobes.features import Fbank  # noqa: E402
-from speechbrain.lobes.models.convolution import (  # noqa: E402
-    ConvolutionFrontEnd,
-)
-from speechbrain.lobes.models.transformer.TransformerASR import (  # noqa: E402
-    TransformerASR,
-)
-from speechbrain.nnet.linear import Linear  # noqa: E402
-from speechbrain.nnet.losses import ctc_loss, kldiv_loss  # noqa: E402
 
 from robust_brain import surgery as S  # noqa: E402
 from robust_brain.brain import DualLossBrain  # noqa: E402
+from robust_brain.losses import D4AMRegressionLoss  # noqa: E402
+from robust_brain.models.asr import ConformerASR  # noqa: E402
 from robust_brain.models.demucs import Demucs, count_parameters  # noqa: E402
 from robust_brain.models.mask_net import MagnitudeLoss, MaskNet  # noqa: E402
 from robust_brain.models.whisper import WhisperASR  # noqa: E402
@@ -112,9 +106,6 @@ SAMPLE_RATE = 16000
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 VOCAB = 5000
 TOKENS_PER_SECOND = 15  # ~60 tokens per 4 s utterance
-BOS, EOS, BLANK = 1, 2, 0
-# the denoiser's multi-resolution STFT loss: (n_fft, hop, win)
-RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 
 CONFIGS = (
     "plain",
@@ -160,97 +151,6 @@ def make_rule(config):
 # ---------------------------------------------------------------------------
 
 
-class ConformerSmallASR(torch.nn.Module):
-    """LibriSpeech ``conformer_small``-sized CTC/attention ASR (SpeechBrain
-    classes), from waveform to (CTC, decoder) log-probabilities."""
-
-    def __init__(
-        self,
-        vocab=VOCAB,
-        d_model=144,
-        num_decoder_layers=4,
-        d_ffn=1024,
-        kernel_size=31,
-    ):
-        super().__init__()
-        self.fbank = Fbank(n_mels=80)
-        self.cnn = ConvolutionFrontEnd(
-            input_shape=(8, 10, 80),
-            num_blocks=2,
-            num_layers_per_block=1,
-            out_channels=(64, 32),
-            kernel_sizes=(3, 3),
-            strides=(2, 2),
-            residuals=(False, False),
-        )
-        self.transformer = TransformerASR(
-            input_size=640,  # 32 channels x 80 / 4 mel bins
-            tgt_vocab=vocab,
-            d_model=d_model,
-            nhead=4,
-            num_encoder_layers=12,
-            num_decoder_layers=num_decoder_layers,
-            d_ffn=d_ffn,
-            kernel_size=kernel_size,
-            dropout=0.1,
-            activation=torch.nn.GELU,
-            encoder_module="conformer",
-            attention_type="RelPosMHAXL",
-            normalize_before=True,
-            causal=False,
-        )
-        self.ctc_lin = Linear(input_size=d_model, n_neurons=vocab)
-        self.seq_lin = Linear(input_size=d_model, n_neurons=vocab)
-
-    def forward(self, wavs, tokens_bos, wav_lens):
-        feats = self.fbank(wavs)  # fp32 inside (fwd_default_precision)
-        src = self.cnn(feats)
-        enc, dec = self.transformer(src, tokens_bos, wav_lens, pad_idx=0)
-        p_ctc = F.log_softmax(self.ctc_lin(enc).float(), dim=-1)
-        p_seq = F.log_softmax(self.seq_lin(dec).float(), dim=-1)
-        return p_ctc, p_seq
-
-
-def asr_loss(p_ctc, p_seq, batch):
-    """0.3 CTC + 0.7 label-smoothed KL (the recipe's weighting)."""
-    ctc = ctc_loss(
-        p_ctc,
-        batch["tokens"],
-        batch["wav_lens"],
-        batch["tok_lens"],
-        blank_index=BLANK,
-    )
-    seq = kldiv_loss(
-        p_seq,
-        batch["tokens_eos"],
-        length=batch["tok_eos_lens"],
-        label_smoothing=0.1,
-    )
-    return 0.3 * ctc + 0.7 * seq
-
-
-def _stft_mag(x, n_fft, hop, win):
-    window = torch.hann_window(win, device=x.device)
-    spec = torch.stft(x, n_fft, hop, win, window=window, return_complex=True)
-    return (spec.real.square() + spec.imag.square()).clamp_min(1e-7).sqrt()
-
-
-def se_loss(est, clean):
-    """L1 + multi-resolution STFT loss (spectral convergence + log
-    magnitude, 0.5 each), as in facebookresearch/denoiser, in fp32."""
-    est, clean = est.float(), clean.float()
-    sc, mag = 0.0, 0.0
-    for n_fft, hop, win in RESOLUTIONS:
-        m_est = _stft_mag(est, n_fft, hop, win)
-        m_ref = _stft_mag(clean, n_fft, hop, win)
-        sc = sc + torch.linalg.vector_norm(m_ref - m_est) / (
-            torch.linalg.vector_norm(m_ref)
-        )
-        mag = mag + F.l1_loss(m_ref.log(), m_est.log())
-    n = len(RESOLUTIONS)
-    return F.l1_loss(est, clean) + 0.5 * sc / n + 0.5 * mag / n
-
-
 def make_batch(batch_size, seconds, device, seed=0, vocab=VOCAB):
     """Random clean/noisy waveforms and random token targets (full
     lengths), already on the device."""
@@ -260,17 +160,12 @@ def make_batch(batch_size, seconds, device, seed=0, vocab=VOCAB):
     noisy = clean + 0.05 * torch.randn(batch_size, n, generator=g)
     n_tok = max(1, round(TOKENS_PER_SECOND * seconds))
     tokens = torch.randint(3, vocab, (batch_size, n_tok), generator=g)
-    bos = torch.full((batch_size, 1), BOS, dtype=torch.long)
-    eos = torch.full((batch_size, 1), EOS, dtype=torch.long)
     batch = {
         "noisy": noisy,
         "clean": clean,
         "wav_lens": torch.ones(batch_size),
         "tokens": tokens,
         "tok_lens": torch.ones(batch_size),
-        "tokens_bos": torch.cat([bos, tokens], dim=1),
-        "tokens_eos": torch.cat([tokens, eos], dim=1),
-        "tok_eos_lens": torch.ones(batch_size),
     }
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -298,23 +193,21 @@ class _Task:
             enh, mag = front(batch["noisy"]), None
         asr = self._asr()
         if isinstance(asr, WhisperASR):  # its teacher-forced CE
-            return enh, mag, asr.token_loss(enh, batch["whisper_ids"]), None
-        p_ctc, p_seq = asr(enh, batch["tokens_bos"], batch["wav_lens"])
-        return enh, mag, p_ctc, p_seq
+            return enh, mag, asr.token_loss(enh, batch["whisper_ids"])
+        l_asr = asr.loss(
+            enh, batch["wav_lens"], batch["tokens"], batch["tok_lens"]
+        )
+        return enh, mag, l_asr
 
     def task_losses(self, outputs, batch):
-        enh, mag, p_ctc, p_seq = outputs
-        if p_seq is None:  # Whisper: p_ctc holds its loss
-            return {"asr": p_ctc, "se": se_loss(enh, batch["clean"])}
+        enh, mag, l_asr = outputs
         if mag is None:
-            return {
-                "asr": asr_loss(p_ctc, p_seq, batch),
-                "se": se_loss(enh, batch["clean"]),
-            }
+            se = self.hparams.se_loss(enh, batch["clean"])
+            return {"asr": l_asr, "se": se}
         gr_se = self.hparams.gr_se_loss
         se = gr_se(enh, batch["clean"], estimate_magnitude=mag)
         return {
-            "asr": (1 - GR_SE_WEIGHT) * asr_loss(p_ctc, p_seq, batch),
+            "asr": (1 - GR_SE_WEIGHT) * l_asr,
             "se": GR_SE_WEIGHT * se,
         }
 
@@ -366,9 +259,15 @@ def gr_front_end():
     )
 
 
+def conformer_small(vocab=VOCAB, **sizes):
+    """The project's ConformerASR (``conformer_small`` defaults), without
+    the global feature normalisation (no statistics in a benchmark)."""
+    return ConformerASR(vocab_size=vocab, normalize=False, **sizes)
+
+
 def gr_asr():
     """GR's paper-size Conformer CTC/attention ASR."""
-    return ConformerSmallASR(
+    return conformer_small(
         vocab=GR_VOCAB,
         d_model=256,
         num_decoder_layers=6,
@@ -400,8 +299,11 @@ class Scenario:
         else:
             self.configs = CONFIGS
             self.front = Demucs().to(device)
-            self.asr = ConformerSmallASR().to(device)
-        self.extra = {"gr_se_loss": MagnitudeLoss(512, 256).to(device)}
+            self.asr = conformer_small().to(device)
+        self.extra = {
+            "gr_se_loss": MagnitudeLoss(512, 256).to(device),
+            "se_loss": D4AMRegressionLoss().to(device),
+        }
         if name in ("frozen", "whisper"):
             self.asr.requires_grad_(False).eval()
             self.modules = {"front": self.front}
@@ -802,7 +704,7 @@ def main(argv=None):
         else " (paper: 8 x 4 s)"
     )
     n_demucs = count_parameters(Demucs())
-    n_asr = count_parameters(ConformerSmallASR())
+    n_asr = count_parameters(conformer_small())
     n_gr_front = count_parameters(gr_front_end())
     n_gr_asr = count_parameters(gr_asr())
     dev_name = (
