@@ -395,8 +395,9 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
     def _norm_epoch(self):
         """Epoch handed to the ASR's normalizer in the loss: past its
         update limit, so that it never updates there (see
-        :meth:`_update_norm_stats`)."""
-        return self._asr().normalizer.update_until_epoch
+        :meth:`_update_norm_stats`); None for an ASR without one."""
+        norm = getattr(self._asr(), "normalizer", None)
+        return None if norm is None else norm.update_until_epoch
 
     def _update_norm_stats(self, est, lens):
         """With ``update_asr_normalizer``, update the ASR's global feature
@@ -468,7 +469,9 @@ class GRBrain(SelectedCheckpoint, DualLossBrain):
             tokens, token_lens = batch.tokens
             if stage == sb.Stage.TRAIN:
                 self._update_norm_stats(est, lens)
-            l_asr = self.modules["asr"](
+            # the recogniser interface: loss(wavs, lens, tokens, token_lens,
+            # epoch) (ConformerASR, CTCProxy, WhisperASR)
+            l_asr = self._asr().loss(
                 est, lens, tokens, token_lens, self._norm_epoch()
             )
             losses["asr"] = (1.0 - self.se_weight if both else 1.0) * l_asr

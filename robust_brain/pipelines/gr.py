@@ -129,7 +129,8 @@ def train_joint_stage(
             raise ValueError(f"{rule}: the ASR loss needs an ASR model")
         asr.requires_grad_(True)
         modules["asr"] = asr
-        recoverables["asr"] = asr.asr_model
+        # a ConformerASR is checkpointed as the hub's asr.ckpt (+ normalizer)
+        recoverables["asr"] = getattr(asr, "asr_model", asr)
         if getattr(asr, "normalize", False):
             recoverables["normalizer"] = asr.normalizer
     if lr_scheduler is not None:

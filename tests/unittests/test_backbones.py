@@ -241,6 +241,69 @@ def test_gr_front_end_is_a_yaml_edit(cls, expected, tmp_path):
     )
 
 
+# --------------------------------------------------- GR joint ASR swap
+@pytest.mark.parametrize("back_end", ["conformer", "whisper"])
+def test_gr_joint_asr_back_end_is_swappable(back_end, tmp_path):
+    """GRBrain trains any recogniser with the proxies' interface (``loss``
+    of a batch, ``transcribe``) jointly with the front-end: the offline
+    Conformer CTC/attention model or Whisper (its teacher-forced CE). One
+    GR step moves both, the validation decodes free-running."""
+    from robust_brain.methods.gr import GRBrain
+    from robust_brain.models.mask_net import MagnitudeLoss, MaskNet
+    from tests.unittests.test_gr import make_stream, tiny_asr
+
+    torch.manual_seed(0)
+    if back_end == "whisper":
+        from robust_brain.models.whisper import (
+            WhisperASR,
+            WhisperTextTokenizer,
+        )
+
+        from robust_brain.pretrained import whisper_checkpoint
+
+        # the real tiny.en (the tiny local model has no tokenizer)
+        source = str(whisper_checkpoint("tiny.en"))
+        asr = WhisperASR(source, str(tmp_path / "w"), window_seconds=1)
+        tokenizer = WhisperTextTokenizer(source)
+    else:
+        from tests.unittests.test_gr import Chars
+
+        asr, tokenizer = tiny_asr(), Chars()
+    stream = make_stream(tmp_path, tokenizer)
+    batch = stream.collate([stream[0], stream[1]])
+    enh = MaskNet(n_fft=64, hop_length=32, num_layers=1, hidden_size=4)
+    before = {
+        name: [p.detach().clone() for p in m.parameters()]
+        for name, m in (("enhancer", enh), ("asr", asr))
+    }
+    brain = GRBrain(
+        modules={"enhancer": enh, "asr": asr},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+        hparams={
+            "rule": "GR",
+            "se_loss": MagnitudeLoss(64, 32),
+            "se_weight": 0.3,
+            "tokenizer": tokenizer,
+        },
+        run_opts={"device": "cpu"},
+    )
+    loader = {"batch_size": 1, "collate_fn": lambda b: b[0]}
+    brain.fit(
+        range(1),
+        [batch],
+        [batch],
+        train_loader_kwargs=loader,
+        valid_loader_kwargs=loader,
+    )
+    assert brain.optimizer_step == 1
+    for name, m in (("enhancer", enh), ("asr", asr)):
+        assert any(
+            not torch.equal(p.detach(), b)
+            for p, b in zip(m.parameters(), before[name], strict=True)
+        ), name
+    assert "WER" in brain.last_stats
+
+
 # -------------------------------------------------- distillation teacher
 @pytest.mark.parametrize("family", ["wavlm", "hubert", "wav2vec2"])
 def test_distillation_teacher_family_is_a_yaml_edit(family, tmp_path):

@@ -239,8 +239,9 @@ def stream(tmp_path_factory):
     return make_stream(tmp_path_factory.mktemp("gr"))
 
 
-def make_stream(d):
-    """Four short noisy/clean tone pairs with character transcripts."""
+def make_stream(d, tokenizer=None):
+    """Four short noisy/clean tone pairs with transcripts (character ids,
+    or ``tokenizer``'s)."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(4):
@@ -257,7 +258,7 @@ def make_stream(d):
                 "wrd": "ABCDE"[: 2 + i % 3],
             }
         )
-    return SpeechStream(rows, text_pipeline=TokenEncoder(Chars()))
+    return SpeechStream(rows, text_pipeline=TokenEncoder(tokenizer or Chars()))
 
 
 def tiny_asr(**overrides):
