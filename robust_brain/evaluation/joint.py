@@ -110,14 +110,15 @@ class JointRecogniser:
     Follows :class:`robust_brain.evaluation.recognisers.Recogniser`: the
     noisy waveform is scaled to ``input_level_dbfs``, enhanced, and decoded
     FREE-RUNNING by greedy CTC (``decoding="greedy"``) or by the attention
-    beam search with CTC prefix scores (``"beam"``).
+    beam search with CTC prefix scores (``"beam"``); a recogniser without
+    CTC (Whisper) decodes greedily with its own ``transcribe``.
 
     Arguments
     ---------
     enhancer : torch.nn.Module or None
         ``enhancer(wavs, lengths)``; None: the ASR reads the input.
-    asr : ConformerASR
-    tokenizer : sentencepiece.SentencePieceProcessor
+    asr : ConformerASR or WhisperASR
+    tokenizer : sentencepiece.SentencePieceProcessor or WhisperTextTokenizer
     name : str
         Label in the result tables.
     decoding : str
@@ -166,6 +167,13 @@ class JointRecogniser:
     ):
         if decoding not in ("greedy", "beam"):
             raise ValueError(f"decoding must be greedy or beam: {decoding!r}")
+        # no CTC head: the recogniser's own free-running decoder
+        self.own_decoder = not hasattr(asr, "greedy_ctc")
+        if self.own_decoder and decoding == "beam":
+            raise ValueError(
+                f"{type(asr).__name__} has no CTC/attention beam search: "
+                "use decoding='greedy' (its own free-running decoder)"
+            )
         self.asr = asr
         self.enhancer = enhancer
         self.front = (
@@ -209,6 +217,8 @@ class JointRecogniser:
             )
         if self.front is not None:
             batch = self.front(batch, lens)
+        if self.own_decoder:
+            return self.asr.transcribe(batch, lens, self.tokenizer)
         if self.searcher is None:
             ids = self.asr.greedy_ctc(batch, lens)
         else:

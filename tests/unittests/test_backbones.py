@@ -302,6 +302,15 @@ def test_gr_joint_asr_back_end_is_swappable(back_end, tmp_path):
             for p, b in zip(m.parameters(), before[name], strict=True)
         ), name
     assert "WER" in brain.last_stats
+    # the joint system's own free-running WER in the evaluation
+    from robust_brain.evaluation.joint import JointRecogniser
+
+    rec = JointRecogniser(enh, asr, tokenizer, "GR")
+    texts = rec.transcribe([0.05 * torch.randn(4000).numpy()] * 2)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    if back_end == "whisper":
+        with pytest.raises(ValueError, match="no CTC/attention beam"):
+            JointRecogniser(enh, asr, tokenizer, "GR", decoding="beam")
 
 
 # -------------------------------------------------- distillation teacher
