@@ -95,12 +95,15 @@ def main(argv):
     )
     stages, rules = check_gr_plan(hparams)
     manifests = eval_manifests(hparams) if "evaluate" in stages else {}
-    tokenizer = train_tokenizer(
-        Path(hparams["save_folder"]) / "tokenizer",
-        _manifest(hparams, "train_annotation"),
-        hparams["asr_vocab_size"],
-        hparams["asr_token_type"],
-    )
+    if "tokenizer" in hparams:  # a pretrained recogniser's own (Whisper)
+        tokenizer = hparams["tokenizer"]
+    else:  # the offline Conformer's SentencePiece, trained here
+        tokenizer = train_tokenizer(
+            Path(hparams["save_folder"]) / "tokenizer",
+            _manifest(hparams, "train_annotation"),
+            hparams["asr_vocab_size"],
+            hparams["asr_token_type"],
+        )
     data = dataio_prepare(hparams, tokenizer)
     systems = train_gr_systems(
         hparams, run_opts, data, tokenizer, stages, rules

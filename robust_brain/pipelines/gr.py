@@ -284,6 +284,14 @@ def check_gr_plan(hparams: Mapping) -> tuple[list[str], list[str]]:
             "update_asr_normalizer must be auto, True or False: "
             f"{hparams['update_asr_normalizer']!r}"
         )
+    if "tokenizer" in hparams and (
+        "asr" in stages or "asr" in hparams["pretrained"]
+    ):
+        raise ValueError(
+            "stages/pretrained: 'asr' pre-trains the offline Conformer, but "
+            "this hparams file has a pretrained recogniser (it defines "
+            "`tokenizer`); leave 'asr' out"
+        )
     rules = [check_rule(r) for r in hparams["rules"]]
     return stages, rules
 
@@ -477,7 +485,9 @@ def train_gr_systems(
     """The GR recipes' training stages: the optional pre-trainings, then
     every rule from the same initialisation.
 
-    A part (``asr``, ``se``) is pre-trained when its stage is in ``stages``
+    A recogniser that brings its own ``tokenizer`` (Whisper) arrives
+    pre-trained and is fine-tuned jointly as it is. Otherwise a part
+    (``asr``, ``se``) is pre-trained when its stage is in ``stages``
     (trained, or resumed) or when it is listed in ``pretrained`` (then only
     reloaded from its stage folder; an error if it holds no checkpoint);
     otherwise the joint stage starts it from scratch (the official
@@ -501,6 +511,8 @@ def train_gr_systems(
         rule (when ``joint`` or ``evaluate`` is in ``stages``).
     """
     pretrained = set(hparams["pretrained"]) | ({"asr", "se"} & set(stages))
+    if "tokenizer" in hparams:  # a pretrained recogniser (Whisper)
+        pretrained.add("hub-asr")
     asr = hparams["asr"]
     if "asr" in pretrained:
         asr = asr_stage_from_hparams(
@@ -520,7 +532,8 @@ def train_gr_systems(
             train="se" in stages,
         )
     systems = OrderedDict()
-    if hparams["eval_include_init"] and pretrained == {"asr", "se"}:
+    asr_ready = bool({"asr", "hub-asr"} & pretrained)
+    if hparams["eval_include_init"] and "se" in pretrained and asr_ready:
         systems["INIT"] = (enhancer, asr)
     if "joint" in stages or "evaluate" in stages:
 
@@ -534,7 +547,7 @@ def train_gr_systems(
                 enh,
                 model,
                 train="joint" in stages,
-                asr_pretrained="asr" in pretrained,
+                asr_pretrained=asr_ready,
             )
 
         systems.update(
