@@ -139,3 +139,22 @@ def test_rejects_integer_audio_and_bad_limit():
     for bad in (-3, float("nan"), "loud"):
         with pytest.raises(ValueError, match="atten_lim_db"):
             DeepFilterNet3(atten_lim_db=bad)
+
+
+def test_pretrained_folder_round_trip(tmp_path):
+    """A (fine-tuned) DFN3 written with write_enhancer loads with
+    Enhancer.from_hparams and enhances as the original, its attenuation
+    limit included."""
+    from robust_brain.inference import Enhancer, write_enhancer
+
+    torch.manual_seed(0)
+    model = DeepFilterNet3(atten_lim_db=12.0).eval()
+    folder = write_enhancer(tmp_path / "dfn3", model, input_level_dbfs=None)
+    loaded = Enhancer.from_hparams(source=str(folder))
+    assert loaded.mods.enhance_model.atten_lim_db == 12.0
+    x = torch.from_numpy(noisy_speech_like(3200)).unsqueeze(0)
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(
+        loaded.enhance_batch(x), expected, atol=1e-5, rtol=1e-4
+    )
