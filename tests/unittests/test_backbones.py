@@ -258,7 +258,6 @@ def test_gr_joint_asr_back_end_is_swappable(back_end, tmp_path):
             WhisperASR,
             WhisperTextTokenizer,
         )
-
         from robust_brain.pretrained import whisper_checkpoint
 
         # the real tiny.en (the tiny local model has no tokenizer)
