@@ -511,8 +511,8 @@ def train_gr_systems(
         rule (when ``joint`` or ``evaluate`` is in ``stages``).
     """
     pretrained = set(hparams["pretrained"]) | ({"asr", "se"} & set(stages))
-    if "tokenizer" in hparams:  # a pretrained recogniser (Whisper)
-        pretrained.add("hub-asr")
+    # a recogniser with its own tokenizer (Whisper) arrives pre-trained
+    asr_ready = "asr" in pretrained or "tokenizer" in hparams
     asr = hparams["asr"]
     if "asr" in pretrained:
         asr = asr_stage_from_hparams(
@@ -532,7 +532,6 @@ def train_gr_systems(
             train="se" in stages,
         )
     systems = OrderedDict()
-    asr_ready = bool({"asr", "hub-asr"} & pretrained)
     if hparams["eval_include_init"] and "se" in pretrained and asr_ready:
         systems["INIT"] = (enhancer, asr)
     if "joint" in stages or "evaluate" in stages:
