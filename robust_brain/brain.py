@@ -119,6 +119,9 @@ class DualLossBrain(sb.Brain):
         self._epoch_sums: dict[str, float] = {}
         self._epoch_count = 0
         self._params: list[torch.nn.Parameter] | None = None
+        # the training set and its batch count (make_dataloader)
+        self._train_data = None
+        self._n_train_batches = 1
         self._reset_accumulators()
 
     # ------------------------------------------------------------------
@@ -157,10 +160,9 @@ class DualLossBrain(sb.Brain):
         training set with ``set_epoch(epoch)`` draw that epoch's crops or
         distortions (reproducible after a resume)."""
         self._freeze_models()
-        data = getattr(self, "_train_data", None)
         if stage == sb.Stage.TRAIN and epoch is not None:
-            if hasattr(data, "set_epoch"):
-                data.set_epoch(epoch)
+            if hasattr(self._train_data, "set_epoch"):
+                self._train_data.set_epoch(epoch)
 
     def make_dataloader(
         self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs

@@ -159,7 +159,6 @@ class DistillBrain(DualLossBrain):
             raise TypeError(
                 f"{type(self).__name__}: hparam teacher must be a LayerTeacher"
             )
-        self._n_train_batches = 1
         self.train_stats = {}
         self.epoch = 0
 
