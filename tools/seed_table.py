@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-from robust_brain.evaluation.frontends import seed_table
+from robust_brain.evaluation.tables import seed_table
 
 LOW = "white_0dB+white_5dB+pink_0dB+pink_5dB+babble_0dB+babble_5dB"
 GROUPS = f"low SNR={LOW};clean=clean;babble 10 dB=babble_10dB"

@@ -2,27 +2,18 @@
 
 :func:`evaluate_enhancers` scores trained enhancers (each at a fixed input
 level, through :class:`robust_brain.inference.Enhancer`, the interface
-users load) next to the noisy input, the
-clean reference and off-the-shelf peers (:mod:`robust_brain.evaluation.
-peers`); :func:`wer_table` prints the comparison (systems x recogniser x
-condition group), :func:`write_results_summary` gathers the tables of
-every evaluation set of a run. :func:`dry_variants` adds each enhancer at
-other dry/wet values, :func:`recogniser_roles` says which recogniser
-trained the systems and which only judge them.
-
-Example
--------
->>> rows = [dict(system="NOIS", recogniser="asr", condition="pink_0dB",
-...              sub=1, ins=0, n_ref=4, **{"del": 0})]
->>> print(wer_table(rows).splitlines()[-1])
-| NOIS | 25.0 | 25.0 | 25.0 |
+users load) next to the noisy input, the clean reference and off-the-shelf
+peers (:mod:`robust_brain.evaluation.peers`) and writes the
+:func:`robust_brain.evaluation.tables.wer_table`;
+:func:`write_results_summary` gathers the tables of every evaluation set
+of a run. :func:`dry_variants` adds each enhancer at other dry/wet values,
+:func:`recogniser_roles` says which recogniser trained the systems and
+which only judge them.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,131 +21,15 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
+from robust_brain.evaluation.tables import wer_table
 from robust_brain.inference import Enhancer
 
 __all__ = [
-    "condition_family",
-    "wer_table",
     "recogniser_roles",
     "dry_variants",
     "evaluate_enhancers",
     "write_results_summary",
-    "seed_table",
 ]
-
-
-_SNR_SUFFIX = re.compile(r"_-?\d+(\.\d+)?dB$")
-
-
-def condition_family(row: Mapping) -> str:
-    """The condition without its SNR (``pink_5dB`` -> ``pink``).
-
-    Arguments
-    ---------
-    row : mapping
-        Result row with a ``condition`` column.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> condition_family({"condition": "reverb_babble_-5dB"})
-    'reverb_babble'
-    >>> condition_family({"condition": "dt05_real_bus"})
-    'dt05_real_bus'
-    """
-    return _SNR_SUFFIX.sub("", str(row.get("condition", "")) or "none")
-
-
-def wer_table(
-    rows: Sequence[Mapping],
-    systems: Sequence[str] | None = None,
-    group=condition_family,
-    title: str = "",
-    n_seeds: int = 1,
-) -> str:
-    """Markdown WER (%) table: systems x (recogniser, condition group).
-
-    Each cell pools the errors of its group; ``mean`` is the mean of the
-    group WERs (D4AM's protocol) and ``all`` the pooled WER. Every method's
-    comparison of front-ends is printed by this one function.
-
-    Arguments
-    ---------
-    rows : sequence of dict
-        ``EvalResult.rows`` (``system``, ``recogniser``, ``sub``, ``del``,
-        ``ins``, ``n_ref`` and the manifest columns).
-    systems : sequence of str, optional
-        Row order (default: order of appearance).
-    group : callable
-        Row -> group label.
-    title : str
-        First line.
-    n_seeds : int
-        Reported in the title line.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> rows = [dict(system=s, recogniser="asr", condition=c, sub=e, ins=0,
-    ...              n_ref=10, **{"del": 0})
-    ...         for s, e in (("NOIS", 4), ("D4AM", 2))
-    ...         for c in ("pink_0dB", "pink_5dB")]
-    >>> print(wer_table(rows))  # doctest: +NORMALIZE_WHITESPACE
-    WER (%), 1 seed(s)
-    <BLANKLINE>
-    | system | asr pink | asr mean | asr all |
-    |---|---|---|---|
-    | NOIS | 40.0 | 40.0 | 40.0 |
-    | D4AM | 20.0 | 20.0 | 20.0 |
-    """
-    acc: dict = {}
-    groups: OrderedDict = OrderedDict()
-    recs: OrderedDict = OrderedDict()
-    seen_systems: OrderedDict = OrderedDict()
-    for r in rows:
-        g = group(r)
-        groups[g] = None
-        recs[r["recogniser"]] = None
-        seen_systems[r["system"]] = None
-        key = (r["system"], r["recogniser"], g)
-        e = acc.setdefault(key, [0, 0])
-        e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
-        e[1] += int(r["n_ref"])
-    systems = list(systems) if systems else list(seen_systems)
-    heads, cells = [], []
-    for rec in recs:
-        for g in groups:
-            heads.append(f"{rec} {g}")
-        heads += [f"{rec} mean", f"{rec} all"]
-    lines = [
-        (title + ", " if title else "") + f"WER (%), {n_seeds} seed(s)",
-        "",
-        "| " + " | ".join(["system", *heads]) + " |",
-        "|" + "---|" * (1 + len(heads)),
-    ]
-    for s in systems:
-        cells = []
-        for rec in recs:
-            rates, err, ref = [], 0, 0
-            for g in groups:
-                e = acc.get((s, rec, g))
-                if e and e[1]:
-                    rates.append(e[0] / e[1])
-                    err, ref = err + e[0], ref + e[1]
-                    cells.append(f"{100 * e[0] / e[1]:.1f}")
-                else:
-                    cells.append("–")
-            mean = sum(rates) / len(rates) if rates else math.nan
-            cells.append("–" if math.isnan(mean) else f"{100 * mean:.1f}")
-            cells.append(f"{100 * err / ref:.1f}" if ref else "–")
-        lines.append("| " + " | ".join([s, *cells]) + " |")
-    return "\n".join(lines)
 
 
 def recogniser_roles(hparams: Mapping) -> str:
@@ -350,111 +225,3 @@ def write_results_summary(
     text = "\n\n".join(p.read_text().strip() for p in done) + "\n"
     Path(output_file).write_text(text)
     return text
-
-
-def seed_table(
-    rows_by_seed: Mapping[str, Sequence[Mapping]],
-    groups: Mapping[str, Sequence[str]],
-    systems: Sequence[str] | None = None,
-    recogniser: str | None = None,
-    reference: str = "NOIS",
-    title: str = "",
-) -> str:
-    """Markdown table over seeds: each system's pooled WER (%) per group
-    of conditions, mean ± standard deviation over the seeds, and the
-    relative change against ``reference`` on the first group.
-
-    A seed's cell pools the errors of the group's utterances; systems
-    missing in a seed are averaged over the seeds that have them (``n``).
-
-    Arguments
-    ---------
-    rows_by_seed : mapping
-        Seed -> ``utterances.csv`` rows of one evaluation (``system``,
-        ``recogniser``, ``condition`` and the error counts).
-    groups : mapping
-        Column label -> the ``condition`` values it pools.
-    systems : sequence of str, optional
-        Row order (default: order of appearance).
-    recogniser : str, optional
-        Only this recogniser's rows (default: all must be one).
-    reference : str
-        The system of the relative column.
-    title : str
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> def rows(errs):
-    ...     return [dict(system=s, recogniser="r", condition="pink_0dB",
-    ...                  sub=e, ins=0, n_ref=10, **{"del": 0})
-    ...             for s, e in errs.items()]
-    >>> runs = {"1": rows({"NOIS": 5, "D4AM": 4}),
-    ...         "2": rows({"NOIS": 5, "D4AM": 2})}
-    >>> print(seed_table(runs, {"pink 0": ["pink_0dB"]}))
-    ... # doctest: +NORMALIZE_WHITESPACE
-    WER (%), mean ± std over seeds 1, 2
-    <BLANKLINE>
-    | system | n | pink 0 | rel. to NOIS, pink 0 (%) |
-    |---|---|---|---|
-    | NOIS | 2 | 50.0 ± 0.0 | 0.0 ± 0.0 |
-    | D4AM | 2 | 30.0 ± 14.1 | -40.0 ± 28.3 |
-    """
-    import statistics
-
-    per_seed: dict = {}  # (seed, system, group) -> [errors, words]
-    seen: OrderedDict = OrderedDict()
-    recs = set()
-    for seed, rows in rows_by_seed.items():
-        for r in rows:
-            if recogniser and r["recogniser"] != recogniser:
-                continue
-            recs.add(r["recogniser"])
-            seen[r["system"]] = None
-            for label, conditions in groups.items():
-                if r.get("condition") in conditions:
-                    e = per_seed.setdefault((seed, r["system"], label), [0, 0])
-                    e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
-                    e[1] += int(r["n_ref"])
-    if len(recs) > 1:
-        raise ValueError(
-            f"rows of several recognisers {sorted(recs)}: pick one"
-        )
-
-    def rate(seed, system, label):
-        e = per_seed.get((seed, system, label))
-        return 100 * e[0] / e[1] if e and e[1] else None
-
-    def cell(values):
-        if not values:
-            return "–"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
-
-    first = next(iter(groups))
-    heads = ["system", "n", *groups, f"rel. to {reference}, {first} (%)"]
-    seeds = ", ".join(str(s) for s in rows_by_seed)
-    lines = [
-        (title + ", " if title else "") + f"WER (%), mean ± std over seeds "
-        f"{seeds}",
-        "",
-        "| " + " | ".join(heads) + " |",
-        "|" + "---|" * len(heads),
-    ]
-    for system in systems or list(seen):
-        have = [s for s in rows_by_seed if rate(s, system, first) is not None]
-        cells = [system, str(len(have))]
-        for label in groups:
-            values = [rate(s, system, label) for s in rows_by_seed]
-            cells.append(cell([v for v in values if v is not None]))
-        rel = []
-        for s in have:
-            ref = rate(s, reference, first)
-            if ref:
-                rel.append(100 * (rate(s, system, first) - ref) / ref)
-        cells.append(cell(rel))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -12,7 +12,6 @@ of a recipe.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from robust_brain.evaluation.frontends import (
     evaluate_enhancers,
     write_results_summary,
 )
+from robust_brain.evaluation.tables import gr_table
 from robust_brain.inference import LevelNormalizedEnhancer
 from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.models.frontends import ResampledEnhancer
@@ -34,7 +34,6 @@ __all__ = [
     "JointRecogniser",
     "evaluate_gr_sets",
     "evaluate_joint_systems",
-    "gr_table",
 ]
 
 
@@ -473,78 +472,3 @@ def evaluate_joint_systems(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "gr_table.md").write_text(table + "\n")
     return all_rows, table
-
-
-def gr_table(
-    rows: Sequence[Mapping],
-    systems: Sequence[str] | None = None,
-    reference: str = "MTL",
-    title: str = "",
-) -> str:
-    """Markdown table: pooled WER (%) per system and recogniser, and the
-    relative WER reduction (%) with respect to ``reference``.
-
-    Arguments
-    ---------
-    rows : sequence of dict
-        Result rows (``system``, ``recogniser``, ``sub``, ``del``,
-        ``ins``, ``n_ref``).
-    systems : sequence of str, optional
-        Row order (default: order of appearance).
-    reference : str
-        The baseline system of the relative columns.
-    title : str
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> rows = [dict(system=s, recogniser=r, sub=e, ins=0, n_ref=10,
-    ...              **{"del": 0})
-    ...         for s, e in (("MTL", 5), ("GR", 4)) for r in ("asr",)]
-    >>> print(gr_table(rows))  # doctest: +NORMALIZE_WHITESPACE
-    WER (%) and relative WER reduction vs MTL (%)
-    <BLANKLINE>
-    | system | asr | rel. |
-    |---|---|---|
-    | MTL | 50.0 | 0.0 |
-    | GR | 40.0 | 20.0 |
-    """
-    acc: dict = {}
-    recs: OrderedDict = OrderedDict()
-    seen: OrderedDict = OrderedDict()
-    for r in rows:
-        recs[r["recogniser"]] = None
-        seen[r["system"]] = None
-        e = acc.setdefault((r["system"], r["recogniser"]), [0, 0])
-        e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
-        e[1] += int(r["n_ref"])
-    systems = [s for s in (systems or list(seen)) if s in seen]
-
-    def rate(s, rec):
-        e = acc.get((s, rec))
-        return e[0] / e[1] if e and e[1] else math.nan
-
-    heads = []
-    for rec in recs:
-        heads += [rec, "rel."]
-    lines = [
-        (title + ", " if title else "")
-        + f"WER (%) and relative WER reduction vs {reference} (%)",
-        "",
-        "| " + " | ".join(["system", *heads]) + " |",
-        "|" + "---|" * (1 + len(heads)),
-    ]
-    for s in systems:
-        cells = []
-        for rec in recs:
-            w, ref = rate(s, rec), rate(reference, rec)
-            cells.append("–" if math.isnan(w) else f"{100 * w:.1f}")
-            if math.isnan(w) or math.isnan(ref) or ref == 0:
-                cells.append("–")
-            else:
-                cells.append(f"{100 * (ref - w) / ref:.1f}")
-        lines.append("| " + " | ".join([s, *cells]) + " |")
-    return "\n".join(lines)

@@ -3,7 +3,8 @@
 :func:`evaluate_probes` trains small heads on the frozen features of each
 system (a CTC head and a first-word classifier, :func:`first_word_classes`)
 and scores them on groups of conditions (:func:`split_groups`: clean /
-in-domain / out-of-domain); :func:`distill_table` prints every system's
+in-domain / out-of-domain);
+:func:`robust_brain.evaluation.tables.distill_table` prints every system's
 results with its size relative to the teacher's encoder
 (:func:`teacher_encoder_parameters`).
 """
@@ -18,28 +19,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from robust_brain.evaluation.tables import condition_family
 from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import LayerTeacher
 
 __all__ = [
-    "LABELS",
     "teacher_encoder_parameters",
     "first_word_classes",
     "evaluate_probes",
-    "distill_table",
     "split_groups",
 ]
-
-
-#: table labels, in table order
-LABELS = {
-    "teacher": "teacher (reference)",
-    "plain": "plain distillation",
-    "robustdistiller": "RobustDistiller",
-    "cdm1": "CDM-1",
-    "cdm2": "CDM-2",
-    "cdm2_dat": "CDM-2 + DAT",
-}
 
 
 def teacher_encoder_parameters(teacher: LayerTeacher) -> int:
@@ -364,61 +353,6 @@ def evaluate_probes(
     return results
 
 
-def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
-    """Markdown table of every ``<eval_dir>/<system>.json``.
-
-    Arguments
-    ---------
-    eval_dir : path-like
-    groups : sequence of str
-        Column groups, e.g. ``clean, in_domain, out_of_domain``.
-    title : str
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp())
-    >>> row = {"system": "plain", "params": 2000000, "teacher_params": 8000000,
-    ...        "wer_clean": 50.0, "cer_clean": 20.0, "acc_clean": 90.0}
-    >>> _ = (d / "plain.json").write_text(json.dumps(row))
-    >>> print(distill_table(d, ["clean"]))  # doctest: +NORMALIZE_WHITESPACE
-    | system | params (M) | % teacher | WER clean | CER clean | KWS acc clean |
-    |---|---|---|---|---|---|
-    | plain distillation | 2.00 | 25.0 | 50.0 | 20.0 | 90.0 |
-    """
-    rows = {}
-    for p in sorted(Path(eval_dir).glob("*.json")):
-        row = json.loads(p.read_text())
-        rows[row["system"]] = row
-    order = [s for s in LABELS if s in rows]
-    order += [s for s in rows if s not in order]
-    heads = ["system", "params (M)", "% teacher"]
-    heads += [f"WER {g}" for g in groups] + [f"CER {g}" for g in groups]
-    heads += [f"KWS acc {g}" for g in groups]
-    lines = [title, ""] if title else []
-    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-
-    def fmt(v):
-        return "–" if v is None else f"{v:.1f}"
-
-    for s in order:
-        r = rows[s]
-        p, tp = r.get("params"), r.get("teacher_params")
-        cells = [
-            LABELS.get(s, s),
-            "–" if p is None else f"{p / 1e6:.2f}",
-            "–" if not (p and tp) else f"{100 * p / tp:.1f}",
-        ]
-        for key in ("wer", "cer", "acc"):
-            cells += [fmt(r.get(f"{key}_{g}")) for g in groups]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def split_groups(rows, groups: Mapping, max_per_condition=None) -> dict:
     """Rows of a pair manifest grouped by condition family.
 
@@ -445,8 +379,6 @@ def split_groups(rows, groups: Mapping, max_per_condition=None) -> dict:
     >>> {k: len(v) for k, v in g.items()}
     {'clean': 1, 'in': 2, 'out': 2}
     """
-    from robust_brain.evaluation.frontends import condition_family
-
     family_group = {}
     for g, fams in groups.items():
         for f in fams:

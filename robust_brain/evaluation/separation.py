@@ -8,18 +8,17 @@ against a baseline (uPIT-SISDR fine-tuning).
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import speechbrain as sb
 import torch
 
+from robust_brain.evaluation.tables import gpit_table
 from robust_brain.losses import length_mask
 
-__all__ = ["LevelNormalizedSeparator", "evaluate_separators", "gpit_table"]
+__all__ = ["LevelNormalizedSeparator", "evaluate_separators"]
 
 
 class LevelNormalizedSeparator(torch.nn.Module):
@@ -57,102 +56,6 @@ class LevelNormalizedSeparator(torch.nn.Module):
         power = est.pow(2).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
         gain = 10.0 ** (self.level_dbfs / 20.0) / power.sqrt().clamp_min(1e-8)
         return est * gain
-
-
-def _rates(rows, system, recogniser):
-    err = ref = 0
-    for r in rows:
-        if r["system"] == system and r["recogniser"] == recogniser:
-            err += int(r["sub"]) + int(r["del"]) + int(r["ins"])
-            ref += int(r["n_ref"])
-    return err / ref if ref else math.nan
-
-
-def gpit_table(
-    rows: Sequence[Mapping],
-    signal_rows: Sequence[Mapping],
-    systems: Sequence[str],
-    baseline: str = "uPIT-SISDR",
-    mix_system: str = "MIX",
-    title: str = "",
-) -> str:
-    """Markdown table: cpWER per recogniser (pooled), its relative change
-    against ``baseline``, SI-SDR, SI-SDRi (vs the mixture), STOI, PESQ.
-
-    Arguments
-    ---------
-    rows : sequence of dict
-        ``EvalResult.rows`` (``system``, ``recogniser``, error counts).
-    signal_rows : sequence of dict
-        ``EvalResult.signal_rows`` (``ID``, ``system``, metrics), with the
-        mixture's rows under ``mix_system`` for SI-SDRi.
-    systems : sequence of str
-        Row order.
-    baseline : str
-        The system the relative cpWER is computed against.
-    mix_system : str
-        Name of the unprocessed mixture in ``signal_rows``.
-    title : str
-        First line.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> rows = [dict(system=s, recogniser="asr", sub=e, ins=0, n_ref=100,
-    ...              **{"del": 0}) for s, e in (("uPIT-SISDR", 50),
-    ...                                          ("GPIT", 40))]
-    >>> sig = [dict(ID="u", system=s, si_sdr=v, stoi=0.8, pesq=1.5)
-    ...        for s, v in (("MIX", 0.0), ("uPIT-SISDR", 8.0),
-    ...                     ("GPIT", 7.5))]
-    >>> table = gpit_table(rows, sig, ["uPIT-SISDR", "GPIT"])
-    >>> table.splitlines()[0].split(" | ")[1:4]
-    ['cpWER asr (%)', 'rel. asr (%)', 'SI-SDR (dB)']
-    >>> print(table.splitlines()[-1])
-    | GPIT | 40.0 | -20.0 | 7.50 | 7.50 | 0.800 | 1.50 |
-    """
-    recs = list(OrderedDict((r["recogniser"], None) for r in rows))
-    mix = {r["ID"]: r for r in signal_rows if r["system"] == mix_system}
-    heads = []
-    for rec in recs:
-        heads += [f"cpWER {rec} (%)", f"rel. {rec} (%)"]
-    heads += ["SI-SDR (dB)", "SI-SDRi (dB)", "STOI", "PESQ"]
-    lines = [title, ""] if title else []
-    lines += [
-        "| " + " | ".join(["system", *heads]) + " |",
-        "|" + "---|" * (1 + len(heads)),
-    ]
-
-    def mean(values):
-        values = [v for v in values if v is not None and not math.isnan(v)]
-        return float(np.mean(values)) if values else math.nan
-
-    def fmt(x, digits):
-        return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
-
-    for s in systems:
-        cells = []
-        for rec in recs:
-            rate = _rates(rows, s, rec)
-            base = _rates(rows, baseline, rec)
-            rel = 100 * (rate - base) / base if base else math.nan
-            cells += [fmt(100 * rate, 1), fmt(rel, 1)]
-        sig = [r for r in signal_rows if r["system"] == s]
-        si = mean([float(r["si_sdr"]) for r in sig if "si_sdr" in r])
-        sii = mean(
-            [
-                float(r["si_sdr"]) - float(mix[r["ID"]]["si_sdr"])
-                for r in sig
-                if r["ID"] in mix and "si_sdr" in r
-            ]
-        )
-        stoi = mean([float(r["stoi"]) for r in sig if "stoi" in r])
-        pesq = mean([float(r["pesq"]) for r in sig if "pesq" in r])
-        cells += [fmt(si, 2), fmt(sii, 2), fmt(stoi, 3), fmt(pesq, 2)]
-        lines.append("| " + " | ".join([s, *cells]) + " |")
-    return "\n".join(lines)
 
 
 def evaluate_separators(

@@ -20,10 +20,10 @@ import torch
 
 from robust_brain.distortions import DistortedSpeech
 from robust_brain.evaluation.probes import (
-    distill_table,
     evaluate_probes,
     teacher_encoder_parameters,
 )
+from robust_brain.evaluation.tables import distill_table
 from robust_brain.inference import write_student
 from robust_brain.methods.distill import (
     SYSTEMS,
@@ -325,7 +325,7 @@ def evaluate_from_hparams(
     title: str = "",
 ) -> str:
     """:func:`~robust_brain.evaluation.probes.evaluate_probes` +
-    :func:`~robust_brain.evaluation.probes.distill_table` configured by a
+    :func:`~robust_brain.evaluation.tables.distill_table` configured by a
     recipe's hparams; writes ``<eval_folder>/<system>.json`` and
     ``<output_folder>/results.md``.
 

@@ -15,7 +15,7 @@ from robust_brain.data.streams import (
     SpeechStream,
     TokenEncoder,
 )
-from robust_brain.evaluation.frontends import wer_table
+from robust_brain.evaluation.tables import wer_table
 from robust_brain.losses import D4AMRegressionLoss
 from robust_brain.methods.d4am import (
     MODES,

@@ -9,6 +9,7 @@ import torch
 
 from robust_brain.distortions import DistortedSpeech, Distorter
 from robust_brain.evaluation import probes as P
+from robust_brain.evaluation.tables import distill_table
 from robust_brain.methods import distill as D
 from robust_brain.models.asr import ConformerASR
 from robust_brain.models.demucs import count_parameters
@@ -568,7 +569,7 @@ def test_probe_evaluation_and_table(corpus, tmp_path):
         for g in ("clean", "in_domain"):
             assert 0.0 <= r[f"acc_{g}"] <= 100.0
             assert r[f"wer_{g}"] >= 0.0
-    table = P.distill_table(tmp_path, ["clean", "in_domain"])
+    table = distill_table(tmp_path, ["clean", "in_domain"])
     lines = table.splitlines()
     assert lines[2].startswith("| teacher (reference) |")
     assert lines[3].startswith("| plain distillation |")

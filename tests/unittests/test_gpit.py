@@ -13,7 +13,7 @@ import torch
 from robust_brain import tiny_models as tm
 from robust_brain.data.separation import SeparationSet
 from robust_brain.evaluation.metrics import si_sdr
-from robust_brain.evaluation.separation import gpit_table
+from robust_brain.evaluation.tables import gpit_table
 from robust_brain.losses import (
     best_permutations,
     level_normalise,

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from robust_brain.data.streams import SpeechStream, TokenEncoder
-from robust_brain.evaluation.joint import gr_table
+from robust_brain.evaluation.tables import gr_table
 from robust_brain.methods.gr import (
     RULES,
     GRBrain,

@@ -1,0 +1,512 @@
+"""Every method's results tables, from the rows its evaluation wrote.
+
+One accumulator (:func:`pooled_errors`: total errors / total reference
+words per key) and one renderer (:func:`markdown`) make each table; the
+functions only say which rows pool together and which columns to print:
+
+* :func:`wer_table`: front-ends (D4AM) -- systems x recogniser x
+  condition group, with the mean of the groups and the pooled rate;
+* :func:`seed_table`: the same over seeds, mean ± std, and the change
+  relative to a reference system;
+* :func:`gr_table`: jointly trained systems (GR) -- pooled WER per
+  recogniser and its reduction relative to MTL;
+* :func:`gpit_table`: separators (GPIT) -- cpWER per recogniser, its
+  change against uPIT-SISDR fine-tuning, SI-SDR(i), STOI, PESQ;
+* :func:`distill_table`: distilled students -- probe WER / CER / accuracy
+  per group of conditions with the size relative to the teacher.
+
+Example
+-------
+>>> rows = [dict(system="NOIS", recogniser="asr", condition="pink_0dB",
+...              sub=1, ins=0, n_ref=4, **{"del": 0})]
+>>> print(wer_table(rows).splitlines()[-1])
+| NOIS | 25.0 | 25.0 | 25.0 |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "DISTILL_LABELS",
+    "condition_family",
+    "distill_table",
+    "gpit_table",
+    "gr_table",
+    "markdown",
+    "pooled_errors",
+    "seed_table",
+    "wer_table",
+]
+
+_SNR_SUFFIX = re.compile(r"_-?\d+(\.\d+)?dB$")
+
+#: distillation systems: table labels, in table order
+DISTILL_LABELS = {
+    "teacher": "teacher (reference)",
+    "plain": "plain distillation",
+    "robustdistiller": "RobustDistiller",
+    "cdm1": "CDM-1",
+    "cdm2": "CDM-2",
+    "cdm2_dat": "CDM-2 + DAT",
+}
+
+
+def condition_family(row: Mapping) -> str:
+    """The condition without its SNR (``pink_5dB`` -> ``pink``).
+
+    Arguments
+    ---------
+    row : mapping
+        Result row with a ``condition`` column.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> condition_family({"condition": "reverb_babble_-5dB"})
+    'reverb_babble'
+    >>> condition_family({"condition": "dt05_real_bus"})
+    'dt05_real_bus'
+    """
+    return _SNR_SUFFIX.sub("", str(row.get("condition", "")) or "none")
+
+
+def pooled_errors(
+    rows: Iterable[Mapping], keys: Callable[[Mapping], Iterable]
+) -> OrderedDict:
+    """Word errors and reference words summed per key.
+
+    Arguments
+    ---------
+    rows : iterable of dict
+        Result rows with ``sub``, ``del``, ``ins`` and ``n_ref``.
+    keys : callable
+        Row -> the keys it counts towards (none to skip the row).
+
+    Returns
+    -------
+    OrderedDict
+        Key -> ``[errors, reference words]``, keys in order of appearance.
+
+    Example
+    -------
+    >>> rows = [dict(system="A", sub=1, ins=1, n_ref=4, **{"del": 0}),
+    ...         dict(system="A", sub=0, ins=0, n_ref=6, **{"del": 1})]
+    >>> dict(pooled_errors(rows, lambda r: [r["system"]]))
+    {'A': [3, 10]}
+    """
+    acc: OrderedDict = OrderedDict()
+    for r in rows:
+        for key in keys(r):
+            e = acc.setdefault(key, [0, 0])
+            e[0] += int(r["sub"]) + int(r["del"]) + int(r["ins"])
+            e[1] += int(r["n_ref"])
+    return acc
+
+
+def _rate(acc: Mapping, key) -> float:
+    e = acc.get(key)
+    return e[0] / e[1] if e and e[1] else math.nan
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def markdown(
+    heads: Sequence[str], body: Iterable[Sequence[str]], title: str = ""
+) -> str:
+    """A markdown table, preceded by ``title`` and a blank line if given.
+
+    Example
+    -------
+    >>> print(markdown(["system", "WER"], [["NOIS", "40.0"]], "WER (%)"))
+    WER (%)
+    <BLANKLINE>
+    | system | WER |
+    |---|---|
+    | NOIS | 40.0 |
+    """
+    lines = [title, ""] if title else []
+    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def _unique(values: Iterable) -> list:
+    return list(OrderedDict.fromkeys(values))
+
+
+def wer_table(
+    rows: Sequence[Mapping],
+    systems: Sequence[str] | None = None,
+    group=condition_family,
+    title: str = "",
+    n_seeds: int = 1,
+) -> str:
+    """Markdown WER (%) table: systems x (recogniser, condition group).
+
+    Each cell pools the errors of its group; ``mean`` is the mean of the
+    group WERs (D4AM's protocol) and ``all`` the pooled WER.
+
+    Arguments
+    ---------
+    rows : sequence of dict
+        ``EvalResult.rows`` (``system``, ``recogniser``, ``sub``, ``del``,
+        ``ins``, ``n_ref`` and the manifest columns).
+    systems : sequence of str, optional
+        Row order (default: order of appearance).
+    group : callable
+        Row -> group label.
+    title : str
+        First line.
+    n_seeds : int
+        Reported in the title line.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> rows = [dict(system=s, recogniser="asr", condition=c, sub=e, ins=0,
+    ...              n_ref=10, **{"del": 0})
+    ...         for s, e in (("NOIS", 4), ("D4AM", 2))
+    ...         for c in ("pink_0dB", "pink_5dB")]
+    >>> print(wer_table(rows))  # doctest: +NORMALIZE_WHITESPACE
+    WER (%), 1 seed(s)
+    <BLANKLINE>
+    | system | asr pink | asr mean | asr all |
+    |---|---|---|---|
+    | NOIS | 40.0 | 40.0 | 40.0 |
+    | D4AM | 20.0 | 20.0 | 20.0 |
+    """
+    acc = pooled_errors(
+        rows,
+        lambda r: [
+            (r["system"], r["recogniser"], group(r)),
+            (r["system"], r["recogniser"], None),
+        ],
+    )
+    groups = _unique(group(r) for r in rows)
+    recs = _unique(r["recogniser"] for r in rows)
+    heads = ["system"]
+    for rec in recs:
+        heads += [f"{rec} {g}" for g in groups] + [f"{rec} mean", f"{rec} all"]
+    body = []
+    for s in systems or _unique(r["system"] for r in rows):
+        cells = [s]
+        for rec in recs:
+            rates = [_rate(acc, (s, rec, g)) for g in groups]
+            present = [x for x in rates if not math.isnan(x)]
+            mean = sum(present) / len(present) if present else math.nan
+            cells += [_fmt(100 * x) for x in rates]
+            cells += [_fmt(100 * mean), _fmt(100 * _rate(acc, (s, rec, None)))]
+        body.append(cells)
+    title = (title + ", " if title else "") + f"WER (%), {n_seeds} seed(s)"
+    return markdown(heads, body, title)
+
+
+def seed_table(
+    rows_by_seed: Mapping[str, Sequence[Mapping]],
+    groups: Mapping[str, Sequence[str]],
+    systems: Sequence[str] | None = None,
+    recogniser: str | None = None,
+    reference: str = "NOIS",
+    title: str = "",
+) -> str:
+    """Markdown table over seeds: each system's pooled WER (%) per group
+    of conditions, mean ± standard deviation over the seeds, and the
+    relative change against ``reference`` on the first group.
+
+    A seed's cell pools the errors of the group's utterances; systems
+    missing in a seed are averaged over the seeds that have them (``n``).
+
+    Arguments
+    ---------
+    rows_by_seed : mapping
+        Seed -> ``utterances.csv`` rows of one evaluation (``system``,
+        ``recogniser``, ``condition`` and the error counts).
+    groups : mapping
+        Column label -> the ``condition`` values it pools.
+    systems : sequence of str, optional
+        Row order (default: order of appearance).
+    recogniser : str, optional
+        Only this recogniser's rows (default: all must be one).
+    reference : str
+        The system of the relative column.
+    title : str
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> def rows(errs):
+    ...     return [dict(system=s, recogniser="r", condition="pink_0dB",
+    ...                  sub=e, ins=0, n_ref=10, **{"del": 0})
+    ...             for s, e in errs.items()]
+    >>> runs = {"1": rows({"NOIS": 5, "D4AM": 4}),
+    ...         "2": rows({"NOIS": 5, "D4AM": 2})}
+    >>> print(seed_table(runs, {"pink 0": ["pink_0dB"]}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    WER (%), mean ± std over seeds 1, 2
+    <BLANKLINE>
+    | system | n | pink 0 | rel. to NOIS, pink 0 (%) |
+    |---|---|---|---|
+    | NOIS | 2 | 50.0 ± 0.0 | 0.0 ± 0.0 |
+    | D4AM | 2 | 30.0 ± 14.1 | -40.0 ± 28.3 |
+    """
+    picked = {
+        seed: [r for r in rows if recogniser in (None, r["recogniser"])]
+        for seed, rows in rows_by_seed.items()
+    }
+    recs = {r["recogniser"] for rows in picked.values() for r in rows}
+    if len(recs) > 1:
+        raise ValueError(
+            f"rows of several recognisers {sorted(recs)}: pick one"
+        )
+    acc = {
+        seed: pooled_errors(
+            rows,
+            lambda r: [
+                (r["system"], label)
+                for label, conditions in groups.items()
+                if r.get("condition") in conditions
+            ],
+        )
+        for seed, rows in picked.items()
+    }
+
+    def rate(seed, system, label):
+        x = _rate(acc[seed], (system, label))
+        return None if math.isnan(x) else 100 * x
+
+    def cell(values):
+        if not values:
+            return "–"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
+
+    first = next(iter(groups))
+    body = []
+    seen = _unique(r["system"] for rows in picked.values() for r in rows)
+    for system in systems or seen:
+        have = [s for s in picked if rate(s, system, first) is not None]
+        cells = [system, str(len(have))]
+        for label in groups:
+            values = [rate(s, system, label) for s in picked]
+            cells.append(cell([v for v in values if v is not None]))
+        rel = []
+        for s in have:
+            ref = rate(s, reference, first)
+            if ref:
+                rel.append(100 * (rate(s, system, first) - ref) / ref)
+        cells.append(cell(rel))
+        body.append(cells)
+    heads = ["system", "n", *groups, f"rel. to {reference}, {first} (%)"]
+    seeds = ", ".join(str(s) for s in rows_by_seed)
+    title = (title + ", " if title else "") + (
+        f"WER (%), mean ± std over seeds {seeds}"
+    )
+    return markdown(heads, body, title)
+
+
+def gr_table(
+    rows: Sequence[Mapping],
+    systems: Sequence[str] | None = None,
+    reference: str = "MTL",
+    title: str = "",
+) -> str:
+    """Markdown table: pooled WER (%) per system and recogniser, and the
+    relative WER reduction (%) with respect to ``reference``.
+
+    Arguments
+    ---------
+    rows : sequence of dict
+        Result rows (``system``, ``recogniser``, ``sub``, ``del``,
+        ``ins``, ``n_ref``).
+    systems : sequence of str, optional
+        Row order (default: order of appearance).
+    reference : str
+        The baseline system of the relative columns.
+    title : str
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> rows = [dict(system=s, recogniser=r, sub=e, ins=0, n_ref=10,
+    ...              **{"del": 0})
+    ...         for s, e in (("MTL", 5), ("GR", 4)) for r in ("asr",)]
+    >>> print(gr_table(rows))  # doctest: +NORMALIZE_WHITESPACE
+    WER (%) and relative WER reduction vs MTL (%)
+    <BLANKLINE>
+    | system | asr | rel. |
+    |---|---|---|
+    | MTL | 50.0 | 0.0 |
+    | GR | 40.0 | 20.0 |
+    """
+    acc = pooled_errors(rows, lambda r: [(r["system"], r["recogniser"])])
+    recs = _unique(r["recogniser"] for r in rows)
+    seen = _unique(r["system"] for r in rows)
+    body = []
+    for s in [s for s in (systems or seen) if s in seen]:
+        cells = [s]
+        for rec in recs:
+            w, ref = _rate(acc, (s, rec)), _rate(acc, (reference, rec))
+            rel = 100 * (ref - w) / ref if ref else math.nan
+            cells += [_fmt(100 * w), _fmt(rel)]
+        body.append(cells)
+    heads = ["system"] + [h for rec in recs for h in (rec, "rel.")]
+    title = (title + ", " if title else "") + (
+        f"WER (%) and relative WER reduction vs {reference} (%)"
+    )
+    return markdown(heads, body, title)
+
+
+def gpit_table(
+    rows: Sequence[Mapping],
+    signal_rows: Sequence[Mapping],
+    systems: Sequence[str],
+    baseline: str = "uPIT-SISDR",
+    mix_system: str = "MIX",
+    title: str = "",
+) -> str:
+    """Markdown table: cpWER per recogniser (pooled), its relative change
+    against ``baseline``, SI-SDR, SI-SDRi (vs the mixture), STOI, PESQ.
+
+    Arguments
+    ---------
+    rows : sequence of dict
+        ``EvalResult.rows`` (``system``, ``recogniser``, error counts).
+    signal_rows : sequence of dict
+        ``EvalResult.signal_rows`` (``ID``, ``system``, metrics), with the
+        mixture's rows under ``mix_system`` for SI-SDRi.
+    systems : sequence of str
+        Row order.
+    baseline : str
+        The system the relative cpWER is computed against.
+    mix_system : str
+        Name of the unprocessed mixture in ``signal_rows``.
+    title : str
+        First line.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> rows = [dict(system=s, recogniser="asr", sub=e, ins=0, n_ref=100,
+    ...              **{"del": 0}) for s, e in (("uPIT-SISDR", 50),
+    ...                                          ("GPIT", 40))]
+    >>> sig = [dict(ID="u", system=s, si_sdr=v, stoi=0.8, pesq=1.5)
+    ...        for s, v in (("MIX", 0.0), ("uPIT-SISDR", 8.0),
+    ...                     ("GPIT", 7.5))]
+    >>> table = gpit_table(rows, sig, ["uPIT-SISDR", "GPIT"])
+    >>> table.splitlines()[0].split(" | ")[1:4]
+    ['cpWER asr (%)', 'rel. asr (%)', 'SI-SDR (dB)']
+    >>> print(table.splitlines()[-1])
+    | GPIT | 40.0 | -20.0 | 7.50 | 7.50 | 0.800 | 1.50 |
+    """
+    acc = pooled_errors(rows, lambda r: [(r["system"], r["recogniser"])])
+    recs = _unique(r["recogniser"] for r in rows)
+    mix = {r["ID"]: r for r in signal_rows if r["system"] == mix_system}
+
+    def mean(values):
+        values = [v for v in values if not math.isnan(v)]
+        return statistics.fmean(values) if values else math.nan
+
+    body = []
+    for s in systems:
+        cells = [s]
+        for rec in recs:
+            rate, base = _rate(acc, (s, rec)), _rate(acc, (baseline, rec))
+            rel = 100 * (rate - base) / base if base else math.nan
+            cells += [_fmt(100 * rate), _fmt(rel)]
+        sig = [r for r in signal_rows if r["system"] == s]
+
+        def metric(name, sig=sig):
+            return mean([float(r[name]) for r in sig if name in r])
+
+        sii = mean(
+            [
+                float(r["si_sdr"]) - float(mix[r["ID"]]["si_sdr"])
+                for r in sig
+                if r["ID"] in mix and "si_sdr" in r
+            ]
+        )
+        cells += [_fmt(metric("si_sdr"), 2), _fmt(sii, 2)]
+        cells += [_fmt(metric("stoi"), 3), _fmt(metric("pesq"), 2)]
+        body.append(cells)
+    heads = ["system"]
+    for rec in recs:
+        heads += [f"cpWER {rec} (%)", f"rel. {rec} (%)"]
+    heads += ["SI-SDR (dB)", "SI-SDRi (dB)", "STOI", "PESQ"]
+    return markdown(heads, body, title)
+
+
+def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
+    """Markdown table of every ``<eval_dir>/<system>.json`` that
+    :func:`robust_brain.evaluation.probes.evaluate_probes` wrote.
+
+    Arguments
+    ---------
+    eval_dir : path-like
+    groups : sequence of str
+        Column groups, e.g. ``clean, in_domain, out_of_domain``.
+    title : str
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> row = {"system": "plain", "params": 2000000, "teacher_params": 8000000,
+    ...        "wer_clean": 50.0, "cer_clean": 20.0, "acc_clean": 90.0}
+    >>> _ = (d / "plain.json").write_text(json.dumps(row))
+    >>> print(distill_table(d, ["clean"]))  # doctest: +NORMALIZE_WHITESPACE
+    | system | params (M) | % teacher | WER clean | CER clean | KWS acc clean |
+    |---|---|---|---|---|---|
+    | plain distillation | 2.00 | 25.0 | 50.0 | 20.0 | 90.0 |
+    """
+    rows = {}
+    for p in sorted(Path(eval_dir).glob("*.json")):
+        row = json.loads(p.read_text())
+        rows[row["system"]] = row
+    order = [s for s in DISTILL_LABELS if s in rows]
+    order += [s for s in rows if s not in order]
+    body = []
+    for s in order:
+        r = rows[s]
+        p, tp = r.get("params"), r.get("teacher_params")
+        cells = [
+            DISTILL_LABELS.get(s, s),
+            "–" if p is None else f"{p / 1e6:.2f}",
+            "–" if not (p and tp) else f"{100 * p / tp:.1f}",
+        ]
+        for key in ("wer", "cer", "acc"):
+            cells += [
+                "–" if r.get(f"{key}_{g}") is None else f"{r[f'{key}_{g}']:.1f}"
+                for g in groups
+            ]
+        body.append(cells)
+    heads = ["system", "params (M)", "% teacher"]
+    heads += [f"{k} {g}" for k in ("WER", "CER", "KWS acc") for g in groups]
+    return markdown(heads, body, title)
