@@ -232,6 +232,8 @@ class StudentEncoder(_FolderSource, Pretrained):
 
 
 def _yaml_value(value) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "True" if value else "False"
     if value is None:
@@ -526,6 +528,30 @@ def _hf_student_build(student) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _conformer_student_build(student) -> str:
+    """YAML that rebuilds a :class:`~robust_brain.models.student.
+    ConformerStudent`: an (untrained) teacher of the recorded shape and the
+    student around it, whose weights and statistics the checkpoint sets."""
+    if not isinstance(student.teacher_config, dict):
+        raise TypeError(
+            "this ConformerStudent's teacher has no `config`: give the yaml "
+            "that builds it (build=...)"
+        )
+    lines = ["teacher_model: !new:robust_brain.models.asr.ConformerASR"]
+    lines += [
+        f"    {k}: {_yaml_value(v)}" for k, v in student.teacher_config.items()
+    ]
+    lines += [
+        "student: !new:robust_brain.models.student.ConformerStudent",
+        "    teacher: !ref <teacher_model>",
+        f"    target_layers: {_yaml_value(student.target_layers)}",
+        f"    num_layers: {student.num_layers}",
+        f"    feature_grad_mult: {_yaml_value(student.feature_grad_mult)}",
+        "    init_from_teacher: False",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_student(
     folder,
     student: torch.nn.Module,
@@ -537,8 +563,10 @@ def write_student(
 
     An :class:`~robust_brain.models.student.HFStudent` (from a WavLM,
     HuBERT or wav2vec 2.0 teacher) is rebuilt from its Hugging Face
-    configuration, written out in the yaml; any other student needs
-    ``build`` (YAML defining ``student``). See :func:`write_pretrained`.
+    configuration, a :class:`~robust_brain.models.student.ConformerStudent`
+    around an untrained teacher of its teacher's shape, both written out
+    in the yaml; any other student needs ``build`` (YAML defining
+    ``student``). See :func:`write_pretrained`.
 
     Arguments
     ---------
@@ -569,14 +597,17 @@ def write_student(
     True
     """
     if build is None:
-        from robust_brain.models.student import HFStudent
+        from robust_brain.models.student import ConformerStudent, HFStudent
 
-        if not isinstance(student, HFStudent):
+        if isinstance(student, HFStudent):
+            build = _hf_student_build(student)
+        elif isinstance(student, ConformerStudent):
+            build = _conformer_student_build(student)
+        else:
             raise TypeError(
                 f"{type(student).__name__}: give the yaml that builds it "
-                "(build=...); only an HFStudent is written without one"
+                "(build=...)"
             )
-        build = _hf_student_build(student)
     return write_pretrained(
         folder,
         student,

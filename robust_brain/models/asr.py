@@ -189,6 +189,8 @@ class ConformerASR(torch.nn.Module):
     >>> hyps = asr.eval().greedy_ctc(wav, lens)
     >>> len(hyps), all(isinstance(h, list) for h in hyps)
     (2, True)
+    >>> asr.config["cnn_channels"], asr.config["d_model"]
+    ([4, 4], 16)
     """
 
     def __init__(
@@ -217,6 +219,12 @@ class ConformerASR(torch.nn.Module):
         loss_reduction: str = "batchmean",
     ):
         super().__init__()
+        # the constructor's arguments, so that a written folder rebuilds it
+        self._config = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in locals().items()
+            if k not in ("self", "__class__")
+        }
         if num_decoder_layers < 1:
             raise ValueError("the attention loss needs num_decoder_layers >= 1")
         if not 0.0 <= ctc_weight <= 1.0:
@@ -290,6 +298,11 @@ class ConformerASR(torch.nn.Module):
     def ctc_lin(self):
         """CTC output layer."""
         return self.asr_model[3]
+
+    @property
+    def config(self) -> dict:
+        """The constructor's arguments (what a written folder rebuilds)."""
+        return dict(self._config)
 
     # -------------------------------------------------------------- forward
     def features(self, wavs, wav_lens, epoch=None):

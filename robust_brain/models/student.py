@@ -575,6 +575,9 @@ class ConformerStudent(DistilStudent):
                 f"student num_layers {num_layers} > teacher layers "
                 f"{len(tr.encoder.layers)}"
             )
+        # what rebuilds this student around a teacher of the same shape
+        self.teacher_config = getattr(teacher, "config", None)
+        self.num_layers = int(num_layers)
         self.compute_features = copy.deepcopy(teacher.compute_features)
         norm = teacher.normalizer
         use_norm = teacher.normalize and norm.glob_mean.numel() > 0
@@ -600,6 +603,15 @@ class ConformerStudent(DistilStudent):
                 if m is not self and hasattr(m, "reset_parameters"):
                     m.reset_parameters()
         self.copied = int(init_from_teacher)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a student rebuilt around an untrained teacher has no feature
+        # statistics yet: take the saved ones instead of dropping them
+        for name in ("feat_mean", "feat_std"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and getattr(self, name) is None:
+                self.register_buffer(name, torch.empty_like(saved))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def encode(self, wavs, lens):
         feats = self.compute_features(wavs.float())

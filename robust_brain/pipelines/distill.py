@@ -36,7 +36,6 @@ from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import (
     DomainDiscriminator,
     EnhancementHead,
-    HFStudent,
     LayerTeacher,
     build_student,
 )
@@ -295,16 +294,8 @@ def distill_systems(
 
 def _write_student_folder(hparams, system, student, trained):
     """``<save_folder>/pretrained/<system>``, loadable with
-    :class:`robust_brain.inference.StudentEncoder` (HF students; the
-    offline ConformerStudent is rebuilt from its teacher instead)."""
+    :class:`robust_brain.inference.StudentEncoder`."""
     if not trained or not sb.utils.distributed.if_main_process():
-        return
-    if not isinstance(student, HFStudent):
-        logger.info(
-            "%s: a %s is not written as a pretrained folder",
-            system,
-            type(student).__name__,
-        )
         return
     write_student(
         Path(hparams["save_folder"]) / "pretrained" / system,

@@ -132,6 +132,39 @@ def test_conformer_student_copies_the_teacher_and_its_size():
         build_student(teacher, [2, 5])
 
 
+def test_conformer_student_as_a_pretrained_folder(tmp_path):
+    """The offline student is written with the teacher's shape and its
+    feature statistics: the loaded encoder gives the same features,
+    although it is rebuilt around an untrained, statistics-free teacher."""
+    from robust_brain.inference import StudentEncoder, write_student
+
+    asr = ConformerASR(
+        vocab_size=8,
+        d_model=16,
+        nhead=2,
+        d_ffn=16,
+        num_encoder_layers=3,
+        num_decoder_layers=1,
+        cnn_channels=(4, 4),
+        normalize=True,
+    )
+    asr.normalizer.glob_mean = torch.randn(80)
+    asr.normalizer.glob_std = torch.rand(80) + 0.5
+    student = build_student(LayerTeacher(asr), [2, 3], num_layers=2).eval()
+    assert student.feat_mean is not None
+    folder = write_student(tmp_path / "student", student)
+    encoder = StudentEncoder.from_hparams(source=str(folder))
+    loaded = encoder.mods.student
+    assert torch.equal(loaded.feat_mean, student.feat_mean)
+    wav, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.75])
+    want = student.features(wav, lens)
+    assert torch.allclose(encoder.encode_batch(wav, lens), want, atol=1e-5)
+    # without its statistics the features would differ: the check can fail
+    loaded.feat_mean = None
+    loaded.feat_std = None
+    assert not torch.allclose(encoder.encode_batch(wav, lens), want, atol=1e-3)
+
+
 def test_teacher_is_frozen_and_stays_in_eval():
     teacher = LayerTeacher(tiny_asr())
     teacher.train()
