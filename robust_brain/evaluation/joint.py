@@ -301,6 +301,7 @@ def evaluate_gr_sets(
             input_level_dbfs=hparams["eval_input_level_dbfs"],
             max_utterances=hparams["eval_max_utterances"],
             conditions=hparams["eval_conditions"],
+            peers=hparams.get("eval_peers"),
             cache=hparams["eval_cache"],
             batch_size=hparams["eval_batch_size"],
             device=device,
@@ -331,6 +332,7 @@ def evaluate_joint_systems(
     include_noisy: bool = True,
     max_utterances: int | None = None,
     conditions: Sequence[str] | None = None,
+    peers: Mapping[str, str] | None = None,
     cache=None,
     batch_size: int = 8,
     device: str = "cpu",
@@ -370,6 +372,9 @@ def evaluate_joint_systems(
         The unprocessed input as a system of the unseen recognisers.
     max_utterances : int, optional
     conditions : sequence of str, optional
+    peers : mapping of str to str, optional
+        Off-the-shelf front-ends scored by the unseen recognisers for
+        reference (name -> peer spec, e.g. ``deepfilternet3``).
     cache : path-like, optional
         Transcript cache.
     batch_size : int
@@ -460,13 +465,15 @@ def evaluate_joint_systems(
             include_noisy=include_noisy,
             max_utterances=max_utterances,
             conditions=conditions,
+            peers=peers,
             cache=cache,
             batch_size=batch_size,
             device=device,
             title=title,
         )
         all_rows += unseen.rows
-    order = (["NOIS"] if include_noisy else []) + list(systems)
+    order = (["NOIS"] if include_noisy else []) + list(peers or {})
+    order += list(systems)
     table = gr_table(all_rows, order, reference=reference, title=title)
     if sb.utils.distributed.if_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -381,3 +381,31 @@ def test_speechbrain_recogniser_pads_and_batches():
     assert asr.transcribe(wavs) == ["N100", "N50", "N80"]
     assert Interface.batches == [((2, 100), [1.0, 0.5]), ((1, 80), [1.0])]
     assert asr.fingerprint == "speechbrain|EncoderASR|some/model"
+
+
+def test_joint_systems_are_scored_next_to_the_peers(corpus, tmp_path):
+    """GR's evaluation: peers are rows of the unseen recognisers' table,
+    between the noisy input and the joint systems."""
+    from robust_brain.evaluation.joint import evaluate_joint_systems
+
+    class Identity(torch.nn.Module):
+        def forward(self, wavs, lengths=None):
+            return wavs
+
+    rows = read_manifest(corpus)
+    known = {audio_digest(load_audio(r["noisy_wav"])): r["wrd"] for r in rows}
+    all_rows, table = evaluate_joint_systems(
+        corpus,
+        {"MTL": (Identity(), None)},
+        None,
+        [FakeASR(known)],
+        tmp_path,
+        own_decodings=[],
+        input_level_dbfs=None,
+        peers={"RNN": "rnnoise"},
+    )
+    systems = [line.split(" | ")[0] for line in table.splitlines()[4:]]
+    assert systems == ["| NOIS", "| RNN", "| MTL"]
+    assert {r["system"] for r in all_rows} == {"NOIS", "RNN", "MTL"}
+    # the identity front-end at the input level is the noisy input
+    assert "| MTL | 0.0 |" in table and "| RNN | 100.0 |" in table
