@@ -17,7 +17,9 @@ Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``:
 1. ``encoder`` (offline only): the "pretrained ASR encoder", a small
    Conformer CTC/attention model trained on MiniNoisy, then frozen;
 2. ``pretrain``: the separator trained with SI-SDR uPIT (or loaded from
-   ``pretrained_separator``);
+   ``pretrained_separator``): first ``dynamic_mixing_epochs`` on clean
+   mixtures made on the fly from the training sources (``pretrain_dm``),
+   then ``pretrain_epochs`` on the corpus' noisy reverberant mixtures;
 3. ``finetune``: each mode of ``modes`` (uPIT-SISDR, PIT-AE, GPIT) fine-tuned
    from the SAME pre-trained weights with the same data, batch size and
    number of epochs (equal steps);
@@ -41,7 +43,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from robust_brain.asr_training import train_proxy_stage, train_tokenizer
 from robust_brain.data.prepare.whamr import prepare_whamr
-from robust_brain.data.separation import SeparationSet
+from robust_brain.data.separation import DynamicMixingSet, SeparationSet
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.separation import evaluate_separators
 from robust_brain.inference import hparams_nodes, write_separator
@@ -81,9 +83,19 @@ def dataio_prepare(hparams):
         "num_spks": hparams["num_spks"],
         "sample_rate": hparams["sample_rate"],
         "seed": hparams["seed"],
+        "resample": hparams["resample_audio"],
     }
     segment = int(hparams["segment_seconds"] * hparams["sample_rate"])
     return {
+        "dynamic": DynamicMixingSet(
+            hparams["train_csv"],
+            segment=segment,
+            max_items=hparams["pretrain_max_train"],
+            items_per_epoch=hparams["dynamic_mixing_items"],
+            ssr_db=hparams["dynamic_mixing_ssr_db"],
+            name="train sources",
+            **common,
+        ),
         "pretrain": SeparationSet(
             hparams["train_csv"],
             segment=segment,
@@ -148,20 +160,28 @@ def stage_encoder(hparams, run_opts, train):
     )
 
 
+#: separator stages: (training set, epochs key, optimizer key)
+STAGE_DATA = {
+    "pretrain_dm": ("dynamic", "dynamic_mixing_epochs", "pretrain_opt_class"),
+    "pretrain": ("pretrain", "pretrain_epochs", "pretrain_opt_class"),
+}
+
+
 def separator_stage(hparams, run_opts, data, mode, name, separator, train):
     """Train (or resume, or reload) one separator stage in its folder."""
-    pre = name == "pretrain"
+    pre = name in STAGE_DATA
+    train_set, epochs, opt_class = STAGE_DATA.get(
+        name, ("finetune", "finetune_epochs", "opt_class")
+    )
     t0 = time.time()
     brain = train_separator_stage(
         mode,
         separator,
-        data["pretrain" if pre else "finetune"],
+        data[train_set],
         data["valid"],
         folder=Path(hparams["save_folder"]) / name,
-        epochs=hparams["pretrain_epochs" if pre else "finetune_epochs"]
-        if train
-        else 0,
-        opt_class=hparams["pretrain_opt_class" if pre else "opt_class"],
+        epochs=hparams[epochs] if train else 0,
+        opt_class=hparams[opt_class],
         run_opts=run_opts,
         ae_loss=None if pre else hparams["ae_loss"],
         ae_weight=hparams["ae_weight"],
@@ -216,6 +236,7 @@ def stage_evaluate(hparams, systems, device):
         device=device,
         signal_metrics=hparams["eval_signal_metrics"],
         title=title,
+        sample_rate=hparams["sample_rate"],
     )
     print(table)
     stages = Path(hparams["output_folder"]) / "stages.json"
@@ -257,15 +278,20 @@ def main(argv):
         pretrainer.collect_files()
         pretrainer.load_collected()
     elif needed:
-        separator_stage(
-            hparams,
-            run_opts,
-            data,
-            "uPIT-SISDR",
-            "pretrain",
-            separator,
-            train="pretrain" in stages,
-        )
+        # curriculum: clean dynamic mixtures first, then the corpus' own
+        names = ["pretrain"]
+        if hparams["dynamic_mixing_epochs"] > 0:
+            names.insert(0, "pretrain_dm")
+        for name in names:
+            separator_stage(
+                hparams,
+                run_opts,
+                data,
+                "uPIT-SISDR",
+                name,
+                separator,
+                train="pretrain" in stages,
+            )
     systems = {"pre-trained": separator}
     if "finetune" in stages or "evaluate" in stages:
         for mode in modes:

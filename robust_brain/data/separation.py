@@ -1,4 +1,6 @@
-"""Separation data: mixtures and their sources from a manifest."""
+"""Separation data: mixtures and their sources from a manifest
+(:class:`SeparationSet`), or mixtures made on the fly from the manifest's
+sources (:class:`DynamicMixingSet`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
-__all__ = ["SeparationSet"]
+__all__ = ["DynamicMixingSet", "SeparationSet"]
 
 
 class SeparationSet(torch.utils.data.Dataset):
@@ -27,7 +29,7 @@ class SeparationSet(torch.utils.data.Dataset):
     num_spks : int
         Sources C.
     sample_rate : int
-        Every file must have it.
+        Every file must have it, unless ``resample``.
     segment : int, optional
         Crop length in samples (training); None: whole mixtures.
     max_items : int, optional
@@ -36,6 +38,9 @@ class SeparationSet(torch.utils.data.Dataset):
         Seed of the crops (with the epoch, see :meth:`set_epoch`).
     name : str
         For messages.
+    resample : bool
+        Resample files of another rate to ``sample_rate`` (e.g. WHAMR!'s
+        8 kHz track from a corpus written at 16 kHz).
 
     Example
     -------
@@ -54,7 +59,10 @@ class SeparationSet(torch.utils.data.Dataset):
     >>> SeparationSet(d / "m.csv", sample_rate=8000)[0]
     Traceback (most recent call last):
     ...
-    ValueError: ...mix.wav has a sample rate of 16000 Hz, expected 8000 Hz
+    ValueError: ...mix.wav has a sample rate of 16000 Hz, expected 8000 Hz...
+    >>> data8k = SeparationSet(d / "m.csv", sample_rate=8000, resample=True)
+    >>> data8k[0]["mix"].shape
+    torch.Size([8000])
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class SeparationSet(torch.utils.data.Dataset):
         max_items: int | None = None,
         seed: int = 0,
         name: str = "separation",
+        resample: bool = False,
     ):
         from robust_brain.evaluation import read_manifest
 
@@ -97,6 +106,7 @@ class SeparationSet(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.name = name
+        self.resample = bool(resample)
 
     def __len__(self):
         return len(self.rows)
@@ -111,12 +121,17 @@ class SeparationSet(torch.utils.data.Dataset):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{self.name}: missing audio file {path}")
         wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        if sr != self.sample_rate:
+        wav = torch.from_numpy(wav[:, 0].copy())
+        if sr == self.sample_rate:
+            return wav
+        if not self.resample:
             raise ValueError(
                 f"{self.name}: {path} has a sample rate of {sr} Hz, "
-                f"expected {self.sample_rate} Hz"
+                f"expected {self.sample_rate} Hz (resample=True converts)"
             )
-        return torch.from_numpy(wav[:, 0].copy())
+        import torchaudio
+
+        return torchaudio.functional.resample(wav, sr, self.sample_rate)
 
     def __getitem__(self, idx):
         row = self.rows[idx]
@@ -145,3 +160,137 @@ class SeparationSet(torch.utils.data.Dataset):
     def collate(items):
         """SpeechBrain ``PaddedBatch`` of items."""
         return PaddedBatch(list(items))
+
+
+class DynamicMixingSet(SeparationSet):
+    """Mixtures made on the fly from the sources of a separation manifest.
+
+    Every item draws ``num_spks`` source files of different speakers (the
+    ``s<k>_spk`` columns; without them, different rows) from all the
+    manifest's ``s<k>_wav`` files, crops each to ``segment`` inside its
+    active part (the zero padding of ``max`` mixtures left out), scales it
+    to unit RMS times a gain uniform in +-``ssr_db`` / 2 dB and sums them:
+    new mixtures every epoch from the same clean (anechoic) sources, the
+    first step of a curriculum that ends on the corpus' noisy reverberant
+    mixtures. Draws are seeded by ``seed``, the epoch and the index.
+
+    Arguments
+    ---------
+    csv_path : path-like
+        Separation manifest whose sources are mixed.
+    segment : int
+        Length of the mixtures in samples.
+    items_per_epoch : int, optional
+        Default: the manifest's rows.
+    ssr_db : float
+        Range of the source-to-source level ratio (WHAM!: 0..5 dB).
+    data_root, num_spks, sample_rate, max_items, seed, name, resample :
+        See :class:`SeparationSet`.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, soundfile as sf
+    >>> import numpy as np
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> lines = ["ID,duration,mix_wav,s1_wav,s2_wav,s1_spk,s2_spk"]
+    >>> for i in range(3):
+    ...     for k in ("mix", "s1", "s2"):
+    ...         sf.write(d / f"{k}{i}.wav", rng.normal(size=8000) / 10, 8000)
+    ...     lines.append(f"u{i},1.0,$data_root/mix{i}.wav,$data_root/s1{i}"
+    ...                  f".wav,$data_root/s2{i}.wav,a{i},b{i}")
+    >>> _ = (d / "m.csv").write_text("\\n".join(lines) + "\\n")
+    >>> data = DynamicMixingSet(d / "m.csv", segment=4000, sample_rate=8000)
+    >>> item = data[0]
+    >>> len(data), item["mix"].shape, item["sources"].shape
+    (3, torch.Size([4000]), torch.Size([4000, 2]))
+    >>> torch.allclose(item["sources"].sum(-1), item["mix"])
+    True
+    >>> data.set_epoch(1)
+    >>> bool((data[0]["mix"] != item["mix"]).any())
+    True
+    """
+
+    def __init__(
+        self,
+        csv_path,
+        segment: int,
+        data_root=None,
+        num_spks: int = 2,
+        sample_rate: int = 16000,
+        items_per_epoch: int | None = None,
+        ssr_db: float = 5.0,
+        max_items: int | None = None,
+        seed: int = 0,
+        name: str = "dynamic mixing",
+        resample: bool = False,
+    ):
+        if not segment or int(segment) <= 0:
+            raise ValueError(f"{name}: segment must be > 0 samples")
+        super().__init__(
+            csv_path,
+            data_root=data_root,
+            num_spks=num_spks,
+            sample_rate=sample_rate,
+            segment=segment,
+            max_items=max_items,
+            seed=seed,
+            name=name,
+            resample=resample,
+        )
+        if ssr_db < 0:
+            raise ValueError(f"{name}: ssr_db must be >= 0, got {ssr_db}")
+        self.ssr_db = float(ssr_db)
+        # every source file once, with its speaker (or its row)
+        self.pool = []
+        for i, row in enumerate(self.rows):
+            for k in range(1, self.num_spks + 1):
+                spk = row.get(f"s{k}_spk") or f"row{i}.{k}"
+                self.pool.append((row[f"s{k}_wav"], spk, f"{row['ID']}.s{k}"))
+        if len({spk for _, spk, _ in self.pool}) < self.num_spks:
+            raise ValueError(
+                f"{name}: {csv_path} has fewer than {self.num_spks} speakers"
+            )
+        self.items = int(items_per_epoch or len(self.rows))
+
+    def __len__(self):
+        return self.items
+
+    def _crop(self, wav, rng):
+        """``segment`` samples of the active part, unit RMS (zero padded
+        at a random offset when shorter)."""
+        active = torch.nonzero(wav.abs() > 1e-4).flatten()
+        if active.numel():
+            wav = wav[int(active[0]) : int(active[-1]) + 1]
+        n = wav.numel()
+        if n >= self.segment:
+            start = rng.randrange(0, n - self.segment + 1)
+            wav = wav[start : start + self.segment]
+        else:
+            offset = rng.randrange(0, self.segment - n + 1)
+            wav = torch.nn.functional.pad(
+                wav, (offset, self.segment - n - offset)
+            )
+        return wav / wav.pow(2).mean().sqrt().clamp_min(1e-8)
+
+    def __getitem__(self, idx):
+        rng = random.Random(
+            (self.seed * 1_000_003 + self.epoch) * 1_000_003 + idx
+        )
+        picks, speakers = [], set()
+        while len(picks) < self.num_spks:
+            path, spk, sid = self.pool[rng.randrange(len(self.pool))]
+            if spk not in speakers:
+                speakers.add(spk)
+                picks.append((path, sid))
+        sources = []
+        for path, _ in picks:
+            gain_db = rng.uniform(-self.ssr_db / 2, self.ssr_db / 2)
+            wav = self._crop(self._read(path), rng)
+            sources.append(0.1 * 10 ** (gain_db / 20) * wav)
+        sources = torch.stack(sources, dim=-1)
+        return {
+            "id": "+".join(sid for _, sid in picks),
+            "mix": sources.sum(-1),
+            "sources": sources,
+        }

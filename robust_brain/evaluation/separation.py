@@ -17,6 +17,7 @@ import torch
 
 from robust_brain.evaluation.tables import gpit_table
 from robust_brain.losses import length_mask
+from robust_brain.models.frontends import ResampledEnhancer
 
 __all__ = ["LevelNormalizedSeparator", "evaluate_separators"]
 
@@ -73,6 +74,7 @@ def evaluate_separators(
     signal_metrics: Sequence[str] = ("si_sdr", "stoi", "pesq"),
     baseline: str = "uPIT-SISDR",
     title: str = "",
+    sample_rate: int = 16000,
 ):
     """Score separators with (unseen) recognisers on a separation manifest.
 
@@ -104,6 +106,9 @@ def evaluate_separators(
     baseline : str
         Reference system of the relative cpWER.
     title : str
+    sample_rate : int
+        The separators' own rate: the 16 kHz mixtures are resampled to it
+        and the streams back (WHAMR!'s 8 kHz track).
 
     Returns
     -------
@@ -125,6 +130,8 @@ def evaluate_separators(
     systems = OrderedDict()
     for name, sep in separators.items():
         sep.eval()
+        if sample_rate != 16000:
+            sep = ResampledEnhancer(sep, sample_rate)
         systems[name] = LevelNormalizedSeparator(sep, output_level_dbfs).eval()
     result = evaluate(
         rows,

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 import speechbrain as sb
 import torch
+import torchaudio
 from speechbrain.nnet.losses import cal_si_snr
 
 from robust_brain.brain import DualLossBrain
@@ -118,6 +119,10 @@ class EncoderEmbeddingLoss(torch.nn.Module):
         Encode estimates and references in ONE call (needed for Whisper,
         whose log-mel clamp depends on the whole batch); default: True for
         Whisper only. Otherwise the references are encoded under no_grad.
+    input_rate, encoder_rate : int
+        The separator's rate and the encoder's: signals are resampled
+        (differentiably) from one to the other before encoding, so an
+        8 kHz separator is judged by a 16 kHz encoder.
 
     Example
     -------
@@ -150,6 +155,8 @@ class EncoderEmbeddingLoss(torch.nn.Module):
         distance: str = "mse",
         normalisation: str = "rms",
         joint_batch: bool | None = None,
+        input_rate: int = 16000,
+        encoder_rate: int = 16000,
     ):
         super().__init__()
         if distance not in DISTANCES:
@@ -167,6 +174,8 @@ class EncoderEmbeddingLoss(torch.nn.Module):
         self.joint_batch = (
             self.kind == "whisper" if joint_batch is None else joint_batch
         )
+        self.input_rate = int(input_rate)
+        self.encoder_rate = int(encoder_rate)
 
     @property
     def encoder(self):
@@ -206,8 +215,12 @@ class EncoderEmbeddingLoss(torch.nn.Module):
             ``(batch, frames)``.
         """
         x = level_normalise(wavs, lengths, self.normalisation)
+        if self.input_rate != self.encoder_rate:
+            x = torchaudio.functional.resample(
+                x, self.input_rate, self.encoder_rate
+            )
         feats = self.features(x, lengths)
-        mask = self.frame_mask(lengths, wavs.shape[-1], feats[0].shape[1])
+        mask = self.frame_mask(lengths, x.shape[-1], feats[0].shape[1])
         return feats, mask
 
     def _distance(self, a, b, mask):

@@ -11,7 +11,7 @@ import speechbrain as sb
 import torch
 
 from robust_brain import tiny_models as tm
-from robust_brain.data.separation import SeparationSet
+from robust_brain.data.separation import DynamicMixingSet, SeparationSet
 from robust_brain.evaluation.metrics import si_sdr
 from robust_brain.evaluation.tables import gpit_table
 from robust_brain.losses import (
@@ -448,6 +448,98 @@ def test_separation_set_names_missing_files(tmp_path):
     (tmp_path / "n.csv").write_text("ID,duration,mix_wav,s1_wav\nu,1,a,b\n")
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['s2_wav'\]"):
         SeparationSet(tmp_path / "n.csv")
+
+
+def _sources_manifest(tmp_path, speakers):
+    """One row per speaker pair, each source a distinct constant-free
+    noise burst padded with zeros (as ``max`` mixtures are)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    lines = ["ID,duration,mix_wav,s1_wav,s2_wav,s1_spk,s2_spk"]
+    for i, (a, b) in enumerate(speakers):
+        for k in ("s1", "s2"):
+            wav = np.zeros(SR, np.float32)
+            wav[: SR // 2] = rng.normal(size=SR // 2) / 10
+            sf.write(tmp_path / f"{k}_{i}.wav", wav, SR)
+        sf.write(tmp_path / f"mix_{i}.wav", np.zeros(SR), SR)
+        lines.append(
+            f"u{i},1.0,$data_root/mix_{i}.wav,$data_root/s1_{i}.wav,"
+            f"$data_root/s2_{i}.wav,{a},{b}"
+        )
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "m.csv"
+
+
+def test_dynamic_mixing_draws_speakers_apart_and_sums(tmp_path):
+    csv = _sources_manifest(tmp_path, [("A", "B"), ("A", "C"), ("B", "C")])
+    data = DynamicMixingSet(
+        csv, segment=SR // 4, items_per_epoch=12, ssr_db=5.0, seed=3
+    )
+    assert len(data) == 12
+    levels = []
+    for i in range(len(data)):
+        item = data[i]
+        picked = item["id"].split("+")
+        spk = {
+            f"u{r}.s{k}": s
+            for r, pair in enumerate([("A", "B"), ("A", "C"), ("B", "C")])
+            for k, s in zip((1, 2), pair, strict=True)
+        }
+        assert spk[picked[0]] != spk[picked[1]]
+        src = item["sources"]
+        assert src.shape == (SR // 4, 2)
+        assert torch.allclose(src.sum(-1), item["mix"])
+        # crops from the active part: no all-zero source
+        rms = src.pow(2).mean(0).sqrt()
+        assert bool((rms > 0).all())
+        ratio_db = 20 * torch.log10(rms[0] / rms[1]).abs()
+        assert float(ratio_db) <= 5.0 + 1e-3
+        levels.append(float(ratio_db))
+    assert max(levels) > 0.5  # the gains are drawn, not all equal
+    again = DynamicMixingSet(
+        csv, segment=SR // 4, items_per_epoch=12, ssr_db=5.0, seed=3
+    )
+    assert torch.equal(again[5]["mix"], data[5]["mix"])  # seeded
+    data.set_epoch(1)
+    assert not torch.equal(again[5]["mix"], data[5]["mix"])  # new epoch
+    with pytest.raises(ValueError, match="fewer than 2 speakers"):
+        DynamicMixingSet(_sources_manifest(tmp_path, [("A", "A")]), 100)
+    with pytest.raises(ValueError, match="segment must be > 0"):
+        DynamicMixingSet(csv, 0)
+
+
+def test_dynamic_mixing_at_8khz_from_16khz_files(tmp_path):
+    csv = _sources_manifest(tmp_path, [("A", "B"), ("C", "D")])
+    with pytest.raises(ValueError, match="resample=True"):
+        DynamicMixingSet(csv, 2000, sample_rate=8000)[0]
+    data = DynamicMixingSet(csv, 2000, sample_rate=8000, resample=True)
+    assert data[0]["mix"].shape == (2000,)
+
+
+def test_l_ae_of_an_8khz_separator_encodes_at_16khz():
+    """The encoder sees the signals at its own rate (twice the samples of
+    an 8 kHz separator's output), and the gradient still reaches them."""
+    seen = []
+
+    class Frames(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(80, 8)
+
+        def forward(self, wavs, wav_lens=None):
+            seen.append(wavs.shape[-1])
+            return self.proj(wavs.unfold(1, 80, 80))
+
+    ae = EncoderEmbeddingLoss(
+        Frames(), kind="frames", input_rate=8000, encoder_rate=16000
+    ).freeze()
+    refs = torch.randn(2, 800, 2)
+    est = (refs + 0.3 * torch.randn(2, 800, 2)).requires_grad_()
+    ae(est, refs).mean().backward()
+    assert seen == [1600, 1600]  # estimates and references, each resampled
+    assert bool(est.grad.abs().sum() > 0)
+    assert float(ae(refs, refs).abs().max()) < 1e-6
 
 
 def test_gpit_table_relative_cpwer():
