@@ -9,7 +9,13 @@ seed) and pools each system's errors per group of conditions::
 
 Default groups: the low-SNR conditions (white, pink, babble at 0 and 5 dB),
 clean, and babble at 10 dB; ``--groups "low=white_0dB+pink_0dB;clean=clean"``
-sets others.
+sets others. Jointly trained systems (GR) keep their two evaluations apart:
+``--part own`` reads each system's decoding of its own output
+(``eval/<set>/own``; recogniser ``own-greedy`` or ``own-beam``),
+``--part unseen`` the unseen recognisers' (``eval/<set>/unseen``)::
+
+    python tools/seed_table.py --part own --recogniser own-greedy \
+        --reference MTL results/gr_whisper_rules/{2023,2024,2025}
 """
 
 import argparse
@@ -34,6 +40,13 @@ def parse_groups(text):
     return groups
 
 
+def own_row(row):
+    """A joint system's own decoding: recogniser ``own-greedy:GR`` of the
+    noisy input is system ``GR`` judged by ``own-greedy``."""
+    decoding, _, system = row["recogniser"].partition(":")
+    return dict(row, system=system, recogniser=decoding)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folders, one per seed")
@@ -42,18 +55,27 @@ def main(argv=None):
     p.add_argument("--systems", default="", help="comma-separated order")
     p.add_argument("--groups", default=GROUPS)
     p.add_argument("--title", default="")
+    p.add_argument(
+        "--part",
+        choices=("", "own", "unseen"),
+        default="",
+        help="joint systems: their own decodings or the unseen judges'",
+    )
+    p.add_argument("--reference", default="NOIS", help="relative column")
     args = p.parse_args(argv)
     rows_by_seed = {}
     names = [Path(run).name for run in args.runs]
     unique = len(set(names)) == len(names)
     for run in args.runs:
-        path = Path(run) / "eval" / args.set / "utterances.csv"
+        path = Path(run) / "eval" / args.set / args.part / "utterances.csv"
         if not path.is_file():
             print(f"no {path}", file=sys.stderr)
             return 1
         with open(path, newline="") as f:
-            key = Path(run).name if unique else str(run)
-            rows_by_seed[key] = list(csv.DictReader(f))
+            rows = list(csv.DictReader(f))
+        if args.part == "own":
+            rows = [own_row(r) for r in rows]
+        rows_by_seed[Path(run).name if unique else str(run)] = rows
     systems = [s for s in args.systems.split(",") if s] or None
     print(
         seed_table(
@@ -61,6 +83,7 @@ def main(argv=None):
             parse_groups(args.groups),
             systems,
             recogniser=args.recogniser,
+            reference=args.reference,
             title=args.title or f"{args.set}, judged by {args.recogniser}",
         )
     )

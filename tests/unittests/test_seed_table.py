@@ -16,8 +16,8 @@ spec.loader.exec_module(seed_table)
 COLUMNS = ["ID", "system", "recogniser", "condition", "sub", "del", "ins"]
 
 
-def write_run(folder, errors):
-    path = folder / "eval" / "test" / "utterances.csv"
+def write_run(folder, errors, part=""):
+    path = folder / "eval" / "test" / part / "utterances.csv"
     path.parent.mkdir(parents=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS + ["n_ref"])
@@ -72,3 +72,23 @@ def test_missing_folder_and_bad_groups_are_named(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="'low' is not label=cond"):
         seed_table.parse_groups("low")
+
+
+def test_joint_systems_own_decodings_relative_to_mtl(tmp_path, capsys):
+    """GR: ``own-greedy:GR`` rows of the noisy input are system GR."""
+    for seed, gr in (("1", 4), ("2", 2)):
+        write_run(
+            tmp_path / seed,
+            {
+                ("NOIS", "own-greedy:MTL", "pink_0dB"): 5,
+                ("NOIS", "own-greedy:GR", "pink_0dB"): gr,
+            },
+            part="own",
+        )
+    runs = [str(tmp_path / "1"), str(tmp_path / "2")]
+    argv = [*runs, "--part", "own", "--recogniser", "own-greedy"]
+    argv += ["--reference", "MTL", "--groups", "low=pink_0dB"]
+    assert seed_table.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| GR | 2 | 30.0 ± 14.1 | -40.0 ± 28.3 |" in out
+    assert "| MTL | 2 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in out
