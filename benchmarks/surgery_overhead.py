@@ -23,7 +23,7 @@ front-end -> 12-layer RelPosMHAXL Conformer encoder + 4-layer Transformer
 decoder, d_model 144, 5000 tokens; its loss, 0.3 CTC + 0.7 label-smoothed
 KL; the global feature normalisation left out).
 
-Four scenarios:
+Five scenarios:
 
 * ``frozen`` (D4AM): the ASR is frozen (``requires_grad_(False)``,
   ``eval()``, kept in hparams, not in modules); main loss = ASR loss on

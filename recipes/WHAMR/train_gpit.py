@@ -86,7 +86,7 @@ def dataio_prepare(hparams):
         "resample": hparams["resample_audio"],
     }
     segment = int(hparams["segment_seconds"] * hparams["sample_rate"])
-    return {
+    data = {
         "dynamic": DynamicMixingSet(
             hparams["train_csv"],
             segment=segment,
@@ -95,7 +95,9 @@ def dataio_prepare(hparams):
             ssr_db=hparams["dynamic_mixing_ssr_db"],
             name="train sources",
             **common,
-        ),
+        )
+        if hparams["dynamic_mixing_epochs"] > 0
+        else None,
         "pretrain": SeparationSet(
             hparams["train_csv"],
             segment=segment,
@@ -117,6 +119,7 @@ def dataio_prepare(hparams):
             **common,
         ),
     }
+    return data
 
 
 def stage_encoder(hparams, run_opts, train):
@@ -201,6 +204,20 @@ def separator_stage(hparams, run_opts, data, mode, name, separator, train):
     return brain
 
 
+def check_curriculum(hparams):
+    """A ``pretrain`` stage trained without the dynamic-mixing stage before
+    it would only reload its old weights over the new stage's: refused."""
+    save = Path(hparams["save_folder"])
+    if (save / "pretrain" / "save").is_dir() and not (
+        save / "pretrain_dm"
+    ).is_dir():
+        raise ValueError(
+            f"{save / 'pretrain'} was trained without dynamic mixing "
+            "(dynamic_mixing_epochs > 0 now): use a new output_folder, or "
+            "--dynamic_mixing_epochs=0 to keep it"
+        )
+
+
 def record_stage(hparams, name, brain, seconds):
     """Optimizer steps and wall time of the stages trained (stages.json)."""
     if not sb.utils.distributed.if_main_process() or not brain.optimizer_step:
@@ -282,6 +299,7 @@ def main(argv):
         names = ["pretrain"]
         if hparams["dynamic_mixing_epochs"] > 0:
             names.insert(0, "pretrain_dm")
+            check_curriculum(hparams)
         for name in names:
             separator_stage(
                 hparams,

@@ -166,7 +166,7 @@ class DynamicMixingSet(SeparationSet):
     """Mixtures made on the fly from the sources of a separation manifest.
 
     Every item draws ``num_spks`` source files of different speakers (the
-    ``s<k>_spk`` columns; without them, different rows) from all the
+    ``s<k>_spk`` columns; without them, any different files) from all the
     manifest's ``s<k>_wav`` files, crops each to ``segment`` inside its
     active part (the zero padding of ``max`` mixtures left out), scales it
     to unit RMS times a gain uniform in +-``ssr_db`` / 2 dB and sums them:

@@ -5,8 +5,8 @@ CTC, or the attention beam search with CTC prefix scores of
 :func:`make_beam_searcher`); :func:`evaluate_joint_systems` adds the
 enhanced waveform scored by unseen recognisers
 (:func:`robust_brain.evaluation.frontends.evaluate_enhancers`) and writes
-:func:`gr_table`; :func:`evaluate_gr_sets` does it for every evaluation set
-of a recipe.
+:func:`~robust_brain.evaluation.tables.gr_table`; :func:`evaluate_gr_sets`
+does it for every evaluation set of a recipe.
 """
 
 from __future__ import annotations
@@ -350,7 +350,8 @@ def evaluate_joint_systems(
       with :func:`robust_brain.evaluation.frontends.evaluate_enhancers`, in
       ``<out_dir>/unseen``.
 
-    Writes ``gr_table.md`` (:func:`gr_table`) in ``out_dir``.
+    Writes ``gr_table.md``
+    (:func:`~robust_brain.evaluation.tables.gr_table`) in ``out_dir``.
 
     Arguments
     ---------

@@ -33,6 +33,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 __all__ = [
     "DISTILL_LABELS",
     "condition_family",
@@ -118,6 +120,13 @@ def _rate(acc: Mapping, key) -> float:
     return e[0] / e[1] if e and e[1] else math.nan
 
 
+def _percent(acc: Mapping, key) -> float:
+    # 100 * errors / words (not 100 * rate): the same last bit, so the
+    # same rounding at .x5, as every table printed before
+    e = acc.get(key)
+    return 100 * e[0] / e[1] if e and e[1] else math.nan
+
+
 def _fmt(x, digits: int = 1) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
@@ -191,11 +200,7 @@ def wer_table(
     | D4AM | 20.0 | 20.0 | 20.0 |
     """
     acc = pooled_errors(
-        rows,
-        lambda r: [
-            (r["system"], r["recogniser"], group(r)),
-            (r["system"], r["recogniser"], None),
-        ],
+        rows, lambda r: [(r["system"], r["recogniser"], group(r))]
     )
     groups = _unique(group(r) for r in rows)
     recs = _unique(r["recogniser"] for r in rows)
@@ -209,8 +214,11 @@ def wer_table(
             rates = [_rate(acc, (s, rec, g)) for g in groups]
             present = [x for x in rates if not math.isnan(x)]
             mean = sum(present) / len(present) if present else math.nan
-            cells += [_fmt(100 * x) for x in rates]
-            cells += [_fmt(100 * mean), _fmt(100 * _rate(acc, (s, rec, None)))]
+            cells += [_fmt(_percent(acc, (s, rec, g))) for g in groups]
+            # "all" pools the groups that have reference words
+            kept = [acc[s, rec, g] for g in groups if (s, rec, g) in acc]
+            kept = {"all": [sum(e[i] for e in kept if e[1]) for i in (0, 1)]}
+            cells += [_fmt(100 * mean), _fmt(_percent(kept, "all"))]
         body.append(cells)
     title = (title + ", " if title else "") + f"WER (%), {n_seeds} seed(s)"
     return markdown(heads, body, title)
@@ -268,7 +276,9 @@ def seed_table(
     | D4AM | 2 | 30.0 ± 14.1 | -40.0 ± 28.3 |
     """
     picked = {
-        seed: [r for r in rows if recogniser in (None, r["recogniser"])]
+        seed: [
+            r for r in rows if not recogniser or r["recogniser"] == recogniser
+        ]
         for seed, rows in rows_by_seed.items()
     }
     recs = {r["recogniser"] for rows in picked.values() for r in rows}
@@ -289,8 +299,8 @@ def seed_table(
     }
 
     def rate(seed, system, label):
-        x = _rate(acc[seed], (system, label))
-        return None if math.isnan(x) else 100 * x
+        x = _percent(acc[seed], (system, label))
+        return None if math.isnan(x) else x
 
     def cell(values):
         if not values:
@@ -428,7 +438,7 @@ def gpit_table(
 
     def mean(values):
         values = [v for v in values if not math.isnan(v)]
-        return statistics.fmean(values) if values else math.nan
+        return float(np.mean(values)) if values else math.nan
 
     body = []
     for s in systems:

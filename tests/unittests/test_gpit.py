@@ -559,3 +559,22 @@ def test_gpit_table_relative_cpwer():
     table = gpit_table(rows, [], ["uPIT-SISDR", "GPIT"])
     last = table.splitlines()[-1]
     assert last.startswith("| GPIT | 30.0 | -25.0 | 30.0 | -25.0 |")
+
+
+def test_curriculum_refuses_a_pretrain_stage_trained_without_it(tmp_path):
+    """Adding dynamic mixing to a run whose pretrain stage is finished
+    would only reload the old weights over the new stage's: refused."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "recipes" / "WHAMR" / "train_gpit.py"
+    spec = importlib.util.spec_from_file_location("train_gpit", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    hparams = {"save_folder": str(tmp_path)}
+    recipe.check_curriculum(hparams)  # a new run
+    (tmp_path / "pretrain" / "save").mkdir(parents=True)
+    with pytest.raises(ValueError, match="trained without dynamic mixing"):
+        recipe.check_curriculum(hparams)
+    (tmp_path / "pretrain_dm").mkdir()
+    recipe.check_curriculum(hparams)  # the curriculum's own pretrain stage
