@@ -70,6 +70,10 @@ class DualLossBrain(sb.Brain):
       has state;
     * ``shared_modules``: names in ``modules`` whose parameters receive the
       combined gradient (default: every trainable parameter);
+    * ``module_lr``: ``{name: lr}``, learning rates of chosen modules (one
+      parameter group each; the rest keeps ``opt_class``'s), e.g. a
+      front-end trained jointly with a pretrained recogniser that needs a
+      far smaller step;
     * ``surgery_log_file``: CSV path for the per-step statistics;
     * ``tensorboard_train_logger``: a SpeechBrain ``TensorboardLogger``.
 
@@ -134,6 +138,32 @@ class DualLossBrain(sb.Brain):
         super().on_fit_start()
         self._setup_parameters()
         self._freeze_models()
+
+    def init_optimizers(self):
+        """SpeechBrain's optimizer, with a parameter group per module of
+        the ``module_lr`` hparam."""
+        lrs = getattr(self.hparams, "module_lr", None)
+        if not lrs or self.opt_class is None:
+            return super().init_optimizers()
+        groups, seen = [], set()
+        for name, lr in lrs.items():
+            if name not in self.modules:
+                raise ValueError(
+                    f"module_lr names {name!r}, not a module "
+                    f"(modules: {sorted(self.modules)})"
+                )
+            params = [
+                p for p in self.modules[name].parameters() if p.requires_grad
+            ]
+            seen.update(id(p) for p in params)
+            groups.append({"params": params, "lr": float(lr)})
+        rest = [p for p in self.modules.parameters() if id(p) not in seen]
+        if rest:
+            groups.append({"params": rest})
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
 
     def frozen_models(self) -> list:
         """Frozen models a loss flows through (a proxy ASR, an encoder, a

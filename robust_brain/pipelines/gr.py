@@ -162,6 +162,10 @@ def train_joint_stage(
         settings["pcgrad_per_tensor"] = bool(
             (extra_hparams or {}).get("pcgrad_per_tensor", False)
         )
+    if (extra_hparams or {}).get("module_lr"):
+        settings["module_lr"] = {
+            k: float(v) for k, v in extra_hparams["module_lr"].items()
+        }
     brain = fit_stage(
         GRBrain,
         modules,
@@ -409,8 +413,9 @@ def joint_stage_from_hparams(
     ``update_asr_normalizer`` (``auto``: learned unless the ASR was
     pre-trained), ``lr_scheduler`` (optional; a fresh copy per rule),
     ``batch_size``, ``num_workers``, ``ckpt_selection``,
-    ``max_grad_norm``, ``grad_accumulation_factor`` and
-    ``log_task_gradients``.
+    ``max_grad_norm``, ``grad_accumulation_factor``,
+    ``log_task_gradients`` and ``joint_module_lr`` (optional per-module
+    learning rates of the joint stage, e.g. ``{enhancer: 0.001}``).
 
     Arguments
     ---------
@@ -470,6 +475,7 @@ def joint_stage_from_hparams(
             "grad_accumulation_factor": hparams["grad_accumulation_factor"],
             "log_task_gradients": hparams["log_task_gradients"],
             "pcgrad_per_tensor": hparams["pcgrad_per_tensor"],
+            "module_lr": None if se_only else hparams.get("joint_module_lr"),
         },
     )
 

@@ -241,6 +241,29 @@ def test_shared_modules_get_rule_others_get_sum(tmp_path):
     assert math.isfinite(float(rows[0]["ratio"]))
 
 
+def test_module_lr_gives_a_module_its_own_step():
+    """SGD with the enhancer at 10x the step: its update is 10x that of
+    the same run without module_lr; the head's is unchanged."""
+    batches = make_batches(1)
+    plain = make_brain(ToyDualBrain, run_opts={"max_grad_norm": 0.0}, lr=0.01)
+    start = flat_params(plain)
+    step_plain = fit(plain, batches) - start
+    fast = make_brain(
+        ToyDualBrain,
+        run_opts={"max_grad_norm": 0.0},
+        lr=0.01,
+        module_lr={"enhancer": 0.1},
+    )
+    step_fast = fit(fast, batches) - start
+    n_enh = sum(p.numel() for p in fast.modules.enhancer.parameters())
+    assert bool(step_plain[:n_enh].abs().sum() > 0)
+    torch.testing.assert_close(step_fast[:n_enh], 10 * step_plain[:n_enh])
+    torch.testing.assert_close(step_fast[n_enh:], step_plain[n_enh:])
+    assert [g["lr"] for g in fast.optimizer.param_groups] == [0.1, 0.01]
+    with pytest.raises(ValueError, match="module_lr names 'asr'"):
+        make_brain(ToyDualBrain, module_lr={"asr": 0.1}).on_fit_start()
+
+
 class RecordingLogger(sb.utils.train_logger.TrainLogger):
     """Stands in for SpeechBrain's ``TensorboardLogger`` (same
     ``log_stats`` call; tensorboard itself is not a dependency)."""
