@@ -142,7 +142,9 @@ class DualLossBrain(sb.Brain):
     def init_optimizers(self):
         """SpeechBrain's optimizer, with a parameter group per module of
         the ``module_lr`` hparam."""
-        lrs = getattr(self.hparams, "module_lr", None)
+        lrs = getattr(self.hparams, "module_lr", None) or {}
+        # a module set to None keeps opt_class's rate (a yaml placeholder)
+        lrs = {name: lr for name, lr in lrs.items() if lr is not None}
         if not lrs or self.opt_class is None:
             return super().init_optimizers()
         groups, seen = [], set()

@@ -162,10 +162,13 @@ def train_joint_stage(
         settings["pcgrad_per_tensor"] = bool(
             (extra_hparams or {}).get("pcgrad_per_tensor", False)
         )
-    if (extra_hparams or {}).get("module_lr"):
-        settings["module_lr"] = {
-            k: float(v) for k, v in extra_hparams["module_lr"].items()
-        }
+    module_lr = {
+        k: float(v)
+        for k, v in ((extra_hparams or {}).get("module_lr") or {}).items()
+        if v is not None
+    }
+    if module_lr:
+        settings["module_lr"] = module_lr
     brain = fit_stage(
         GRBrain,
         modules,

@@ -260,6 +260,9 @@ def test_module_lr_gives_a_module_its_own_step():
     torch.testing.assert_close(step_fast[:n_enh], 10 * step_plain[:n_enh])
     torch.testing.assert_close(step_fast[n_enh:], step_plain[n_enh:])
     assert [g["lr"] for g in fast.optimizer.param_groups] == [0.1, 0.01]
+    placeholder = make_brain(ToyDualBrain, module_lr={"enhancer": None})
+    placeholder.on_fit_start()  # a yaml placeholder: opt_class's rate
+    assert len(placeholder.optimizer.param_groups) == 1
     with pytest.raises(ValueError, match="module_lr names 'asr'"):
         make_brain(ToyDualBrain, module_lr={"asr": 0.1}).on_fit_start()
 
