@@ -14,15 +14,22 @@ sets others. Jointly trained systems (GR) keep their two evaluations apart:
 (``eval/<set>/own``; recogniser ``own-greedy`` or ``own-beam``),
 ``--part unseen`` the unseen recognisers' (``eval/<set>/unseen``)::
 
-    python tools/seed_table.py --part own --recogniser own-greedy \
+    python tools/seed_table.py --part own --recogniser own-greedy \\
         --reference MTL results/gr_whisper_rules/{2023,2024,2025}
+
+``--cap W --manifest CSV`` re-scores every hypothesis cut to
+``ceil(W * duration) + 3`` words (durations from the manifest): a bound
+on what a greedy decoder's repetition loop can add, the same for every
+system, as a decoder with that length limit would give.
 """
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
+from robust_brain.evaluation.metrics import word_errors
 from robust_brain.evaluation.tables import seed_table
 
 LOW = "white_0dB+white_5dB+pink_0dB+pink_5dB+babble_0dB+babble_5dB"
@@ -47,6 +54,18 @@ def own_row(row):
     return dict(row, system=system, recogniser=decoding)
 
 
+def capped(row, words_per_second, durations):
+    """The row re-scored with its hypothesis cut to the length bound."""
+    duration = durations.get(row["ID"])
+    if duration is None:
+        raise SystemExit(f"--manifest has no utterance {row['ID']!r}")
+    cap = math.ceil(words_per_second * duration) + 3
+    hyp = " ".join(row["hyp_norm"].split()[:cap])
+    e = word_errors(row["ref_norm"], hyp, normalised=True)
+    return dict(row, sub=e.substitutions, ins=e.insertions, n_ref=e.n_ref,
+                **{"del": e.deletions})  # fmt: skip
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folders, one per seed")
@@ -62,7 +81,22 @@ def main(argv=None):
         help="joint systems: their own decodings or the unseen judges'",
     )
     p.add_argument("--reference", default="NOIS", help="relative column")
+    p.add_argument(
+        "--cap",
+        type=float,
+        default=None,
+        help="words per second: hypotheses cut to ceil(cap * duration) + 3",
+    )
+    p.add_argument("--manifest", default=None, help="durations, for --cap")
     args = p.parse_args(argv)
+    durations = {}
+    if args.cap is not None:
+        if not args.manifest:
+            raise SystemExit("--cap needs --manifest (the durations)")
+        with open(args.manifest, newline="") as f:
+            durations = {
+                r["ID"]: float(r["duration"]) for r in csv.DictReader(f)
+            }
     rows_by_seed = {}
     names = [Path(run).name for run in args.runs]
     unique = len(set(names)) == len(names)
@@ -75,6 +109,8 @@ def main(argv=None):
             rows = list(csv.DictReader(f))
         if args.part == "own":
             rows = [own_row(r) for r in rows]
+        if args.cap is not None:
+            rows = [capped(r, args.cap, durations) for r in rows]
         rows_by_seed[Path(run).name if unique else str(run)] = rows
     systems = [s for s in args.systems.split(",") if s] or None
     print(

@@ -92,3 +92,27 @@ def test_joint_systems_own_decodings_relative_to_mtl(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| GR | 2 | 30.0 ± 14.1 | -40.0 ± 28.3 |" in out
     assert "| MTL | 2 | 50.0 ± 0.0 | 0.0 ± 0.0 |" in out
+
+
+def test_cap_bounds_a_repetition_loop(tmp_path, capsys):
+    """A looping hypothesis is cut to ceil(cap * duration) + 3 words."""
+    path = tmp_path / "1" / "eval" / "test" / "utterances.csv"
+    path.parent.mkdir(parents=True)
+    loop = " ".join(["the"] * 40)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS + ["n_ref", "ref_norm", "hyp_norm"])
+        w.writeheader()
+        w.writerow(dict(ID="u", system="A", recogniser="r",
+                        condition="pink_0dB", sub=0, ins=40, n_ref=2,
+                        ref_norm="a b", hyp_norm="a b " + loop,
+                        **{"del": 0}))  # fmt: skip
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("ID,duration\nu,1.0\n")
+    argv = [str(tmp_path / "1"), "--recogniser", "r", "--reference", "A"]
+    argv += ["--groups", "low=pink_0dB"]
+    assert seed_table.main(argv) == 0
+    assert "| A | 1 | 2000.0 ± 0.0 |" in capsys.readouterr().out
+    # 1 s at 2 words/s: 2 + 3 = 5 words kept, 3 of them inserted
+    argv += ["--cap", "2", "--manifest", str(manifest)]
+    assert seed_table.main(argv) == 0
+    assert "| A | 1 | 150.0 ± 0.0 |" in capsys.readouterr().out
