@@ -92,7 +92,7 @@ def test_masked_mean():
 
 
 # ------------------------------------------------------------ students
-def tiny_asr(layers=4, seed=0):
+def tiny_asr(layers=4, seed=0, normalize=False):
     torch.manual_seed(seed)
     return ConformerASR(
         vocab_size=8,
@@ -102,7 +102,7 @@ def tiny_asr(layers=4, seed=0):
         num_encoder_layers=layers,
         num_decoder_layers=1,
         cnn_channels=(4, 4),
-        normalize=False,
+        normalize=normalize,
     )
 
 
@@ -138,16 +138,7 @@ def test_conformer_student_as_a_pretrained_folder(tmp_path):
     although it is rebuilt around an untrained, statistics-free teacher."""
     from robust_brain.inference import StudentEncoder, write_student
 
-    asr = ConformerASR(
-        vocab_size=8,
-        d_model=16,
-        nhead=2,
-        d_ffn=16,
-        num_encoder_layers=3,
-        num_decoder_layers=1,
-        cnn_channels=(4, 4),
-        normalize=True,
-    )
+    asr = tiny_asr(layers=3, normalize=True)
     asr.normalizer.glob_mean = torch.randn(80)
     asr.normalizer.glob_std = torch.rand(80) + 0.5
     student = build_student(LayerTeacher(asr), [2, 3], num_layers=2).eval()
