@@ -405,6 +405,33 @@ class Distorter:
         ordered = ["clean"] if "clean" in names else []
         return ordered + [n for n in dict.fromkeys(names) if n != "clean"]
 
+    @property
+    def domain_probs(self) -> list[float]:
+        """How often :meth:`draw` gives each chain of :attr:`domain_names`
+        (the domain prior, e.g. to balance a discriminator's classes).
+
+        Example
+        -------
+        >>> d = Distorter("double", additive=["gaussian", "none"],
+        ...               nonadditive=["pitch", "none"])
+        >>> dict(zip(d.domain_names, d.domain_probs))["clean"]
+        0.25
+        """
+        names = self.domain_names
+        probs = dict.fromkeys(names, 0.0)
+        if self.mode == "none":
+            probs["clean"] = 1.0
+        elif self.mode == "double":
+            p = 1.0 / (len(self.additive) * len(self.nonadditive))
+            for a, b in itertools.product(self.additive, self.nonadditive):
+                probs[chain_name(_parse_chain([a, b]))] += p
+        else:
+            for chain, p in zip(self.single, self.single_probs, strict=True):
+                probs[chain_name(chain)] += p
+            if "clean" in probs:
+                probs["clean"] += max(1.0 - sum(self.single_probs), 0.0)
+        return [probs[n] for n in names]
+
     def domain_index(self, ops: Sequence[str]) -> int:
         """Class index of a drawn chain in :attr:`domain_names`.
 

@@ -506,7 +506,8 @@ def write_separator(
 
 def _hf_student_build(student) -> str:
     """YAML that rebuilds an :class:`~robust_brain.models.student.
-    HFStudent` (its Hugging Face configuration, written out in full)."""
+    HFStudent` or a :class:`~robust_brain.models.student.WhisperStudent`
+    (its Hugging Face configuration, written out in full)."""
     import json
 
     config = student.model.config
@@ -515,16 +516,18 @@ def _hf_student_build(student) -> str:
         values.pop(key, None)
     cfg = type(config)
     model = type(student.model)
+    kind = type(student)
     lines = [f"student_config: !new:{cfg.__module__}.{cfg.__qualname__}"]
     lines += [f"    {k}: {json.dumps(v)}" for k, v in sorted(values.items())]
     lines += [
         f"student_model: !new:{model.__module__}.{model.__qualname__}",
         "    - !ref <student_config>",
-        "student: !new:robust_brain.models.student.HFStudent",
+        f"student: !new:{kind.__module__}.{kind.__qualname__}",
         "    model: !ref <student_model>",
         f"    target_layers: {json.dumps(student.target_layers)}",
-        f"    normalize_wav: {_yaml_value(student.normalize_wav)}",
     ]
+    if hasattr(student, "normalize_wav"):
+        lines.append(f"    normalize_wav: {_yaml_value(student.normalize_wav)}")
     return "\n".join(lines) + "\n"
 
 
@@ -562,7 +565,8 @@ def write_student(
     """Write a distilled student for :class:`StudentEncoder`.
 
     An :class:`~robust_brain.models.student.HFStudent` (from a WavLM,
-    HuBERT or wav2vec 2.0 teacher) is rebuilt from its Hugging Face
+    HuBERT or wav2vec 2.0 teacher) or a :class:`~robust_brain.models.
+    student.WhisperStudent` is rebuilt from its Hugging Face
     configuration, a :class:`~robust_brain.models.student.ConformerStudent`
     around an untrained teacher of its teacher's shape, both written out
     in the yaml; any other student needs ``build`` (YAML defining
@@ -597,9 +601,13 @@ def write_student(
     True
     """
     if build is None:
-        from robust_brain.models.student import ConformerStudent, HFStudent
+        from robust_brain.models.student import (
+            ConformerStudent,
+            HFStudent,
+            WhisperStudent,
+        )
 
-        if isinstance(student, HFStudent):
+        if isinstance(student, HFStudent | WhisperStudent):
             build = _hf_student_build(student)
         elif isinstance(student, ConformerStudent):
             build = _conformer_student_build(student)

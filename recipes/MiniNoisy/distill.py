@@ -8,12 +8,16 @@ To run this recipe (after generating the corpus)::
     # the five systems in one run:
     python recipes/MiniNoisy/distill.py hparams/cdm_dat_mini.yaml \
         --systems=[plain,robustdistiller,cdm1,cdm2,cdm2_dat]
+    # a REAL pretrained teacher: the Whisper base encoder (converted from
+    # the pip package), the five systems, students <= 25 % of its size
+    python recipes/MiniNoisy/distill.py hparams/distill_whisper_mini.yaml
 
 Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``:
 
 1. ``teacher``: a SentencePiece tokenizer and a Conformer CTC/attention
    encoder trained on MiniNoisy clean + noisy speech (the D4AM proxy
    recipe: ``robust_brain.asr_training``), then FROZEN: the teacher;
+   a pretrained ``teacher_model`` (Whisper, a hub SSL model) skips it;
 2. ``distill``: each system of ``systems`` (``plain``,
    ``robustdistiller``, ``cdm1``, ``cdm2``, ``cdm2_dat``), a fresh
    2-layer student initialised from the teacher, in ``<save>/<system>``;
@@ -40,6 +44,7 @@ from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.probes import split_groups
 from robust_brain.methods.distill import check_systems
+from robust_brain.models.asr import ConformerASR
 from robust_brain.models.student import LayerTeacher
 from robust_brain.pipelines.distill import (
     distill_systems,
@@ -63,9 +68,10 @@ def first_rows(hparams, name, limit_key):
 
 
 def tokenizer_text(hparams):
-    """The tokenizer's transcripts: the teacher's training sentences."""
+    """The tokenizer's transcripts (a trained teacher's sentences: it
+    shares the probes' tokenizer)."""
     path = Path(hparams["save_folder"]) / "tokenizer_text.csv"
-    rows = first_rows(hparams, "train_clean", "teacher_max_utterances")
+    rows = first_rows(hparams, "train_clean", "tokenizer_max_utterances")
     if sb.utils.distributed.if_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         text = [{"ID": r["ID"], "wrd": r["wrd"]} for r in rows]
@@ -108,6 +114,21 @@ def stage_teacher(hparams, run_opts, tokenizer, train):
     )
 
 
+def teacher_model(hparams, run_opts, tokenizer, stages):
+    """The frozen teacher: a ``teacher_model`` ConformerASR is trained here
+    (stage ``teacher``); any other (Whisper, a hub SSL model) is already
+    pretrained and used as loaded."""
+    model = hparams["teacher_model"]
+    if isinstance(model, ConformerASR):
+        return stage_teacher(hparams, run_opts, tokenizer, "teacher" in stages)
+    if "teacher" in stages:
+        raise ValueError(
+            f"stages: 'teacher' trains a ConformerASR, but teacher_model is "
+            f"a pretrained {type(model).__name__}: drop it from stages"
+        )
+    return model
+
+
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -125,11 +146,10 @@ def main(argv):
     tokenizer = train_tokenizer(
         Path(hparams["save_folder"]) / "tokenizer",
         tokenizer_text(hparams),
-        hparams["teacher_vocab_size"],
-        hparams["teacher_token_type"],
+        hparams["tokenizer_vocab_size"],
+        hparams["tokenizer_token_type"],
     )
-    model = stage_teacher(hparams, run_opts, tokenizer, "teacher" in stages)
-    teacher = LayerTeacher(model)
+    teacher = LayerTeacher(teacher_model(hparams, run_opts, tokenizer, stages))
     if not {"distill", "evaluate"} & set(stages):
         return
     students = distill_systems(

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from robust_brain.evaluation.tables import condition_family
 from robust_brain.models.demucs import count_parameters
-from robust_brain.models.student import LayerTeacher
+from robust_brain.models.student import LayerTeacher, learned_parameters
 
 __all__ = [
     "teacher_encoder_parameters",
@@ -33,7 +33,9 @@ __all__ = [
 
 def teacher_encoder_parameters(teacher: LayerTeacher) -> int:
     """Parameters of the teacher's ENCODER (what the student replaces;
-    the offline Conformer's decoder and output layers are not counted).
+    the offline Conformer's and Whisper's decoders and output layers are
+    not counted, nor Whisper's fixed sinusoids: :func:`~robust_brain.
+    models.student.learned_parameters`).
 
     Arguments
     ---------
@@ -48,7 +50,9 @@ def teacher_encoder_parameters(teacher: LayerTeacher) -> int:
         tr = m.transformer
         parts = [m.cnn, tr.custom_src_module, tr.encoder]
         return sum(count_parameters(p) for p in parts)
-    return count_parameters(m)
+    if teacher.is_whisper:  # its decoder is not replaced either
+        return learned_parameters(m.model.encoder)
+    return learned_parameters(m)
 
 
 def first_word_classes(texts: Sequence[str], k: int) -> list[str]:

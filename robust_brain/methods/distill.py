@@ -64,6 +64,8 @@ __all__ = [
     "RobustDistillerBrain",
     "CDMBrain",
     "domain_labels",
+    "domain_weights",
+    "domain_loss",
 ]
 
 
@@ -106,6 +108,68 @@ def check_systems(systems: Sequence[str]) -> list[str]:
             f"systems: unknown {unknown}; choose among {list(SYSTEMS)}"
         )
     return systems
+
+
+def domain_weights(domain: str, distorter) -> torch.Tensor:
+    """Class weights that balance a domain discriminator: ``1 / (K p_k)``
+    for the prior ``p_k`` of each of the ``K`` classes under the student's
+    distorter (classes that never occur get 0). With CDM's ``double``
+    mode only 1 input in 12 is clean: unweighted, a binary discriminator
+    does best by always answering "distorted", and its reversed gradient
+    tells the student nothing.
+
+    Arguments
+    ---------
+    domain : str
+        ``binary`` or ``multiclass``.
+    distorter : robust_brain.distortions.Distorter
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K,)``; their mean under the prior is 1.
+
+    Example
+    -------
+    >>> from robust_brain.distortions import Distorter
+    >>> d = Distorter("double", additive=["gaussian", "none"],
+    ...               nonadditive=["pitch", "none"])
+    >>> domain_weights("binary", d).tolist()
+    [2.0, 0.6666666865348816]
+    """
+    probs = dict(
+        zip(distorter.domain_names, distorter.domain_probs, strict=True)
+    )
+    if domain == "binary":
+        clean = probs.get("clean", 0.0)
+        prior = [clean, 1.0 - clean]
+    elif domain == "multiclass":
+        prior = [probs[n] for n in distorter.domain_names]
+    else:
+        raise ValueError(f"dat_domain must be binary or multiclass: {domain!r}")
+    k = sum(p > 0 for p in prior)
+    return torch.tensor([1.0 / (k * p) if p > 0 else 0.0 for p in prior])
+
+
+def domain_loss(logits, labels, weights=None) -> torch.Tensor:
+    """Domain cross-entropy; with ``weights`` (:func:`domain_weights`)
+    each item counts ``weights[label]`` times, averaged over the batch,
+    so that the expected loss is the class-balanced one (a batch without
+    clean items still counts as the prior says).
+
+    Example
+    -------
+    >>> logits, labels = torch.zeros(4, 2), torch.tensor([0, 1, 1, 1])
+    >>> round(float(domain_loss(logits, labels)), 4)
+    0.6931
+    >>> w = torch.tensor([2.0, 2.0 / 3.0])
+    >>> round(float(domain_loss(logits, labels, w)), 4)  # 0.25 * 2 + 0.75 * 2/3
+    0.6931
+    """
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    if weights is None:
+        return ce.mean()
+    return (weights.to(ce.device)[labels] * ce).mean()
 
 
 def domain_labels(ops: Sequence[str], domain: str, distorter=None):
@@ -311,7 +375,9 @@ class CDMBrain(DistillBrain):
 
     Hparams read (DAT): ``discriminator``, ``dat_opt_class``,
     ``dat_domain`` (``binary`` | ``multiclass``), ``student_distorter``
-    (multiclass labels), ``dat_lambda_max`` (1.0), ``dat_gamma`` (10),
+    (multiclass labels, the prior), ``dat_balanced`` (False; True:
+    classes weighted by :func:`domain_weights`), ``dat_lambda_max``
+    (1.0), ``dat_gamma`` (10),
     ``dis_step`` (1), ``dat_max_grad_norm`` (5.0), ``epoch_counter``
     (for the DANN progress).
     """
@@ -323,7 +389,12 @@ class CDMBrain(DistillBrain):
         self.dat = bool(getattr(self.hparams, "dat", False))
         self.grl = GradientReversalLayer(0.0)
         self.dat_optimizer = None
-        self.dat_stats = {"dis_loss": [], "dis_acc": [], "lambda": []}
+        self.dat_stats = {
+            "dis_loss": [],
+            "dis_acc": [],
+            "dis_bal_acc": [],
+            "lambda": [],
+        }
         if self.dat:
             disc = getattr(self.hparams, "discriminator", None)
             if not isinstance(disc, torch.nn.Module):
@@ -340,6 +411,15 @@ class CDMBrain(DistillBrain):
                 raise ValueError(
                     f"dat_domain must be binary or multiclass: {self.domain!r}"
                 )
+            self.domain_weights = None
+            if getattr(self.hparams, "dat_balanced", False):
+                distorter = getattr(self.hparams, "student_distorter", None)
+                if distorter is None:
+                    raise ValueError(
+                        "dat_balanced: True needs the student_distorter "
+                        "(its domain prior)"
+                    )
+                self.domain_weights = domain_weights(self.domain, distorter)
             self.discriminator = disc.to(self.device)
             if self.checkpointer is not None:
                 self.checkpointer.add_recoverable("discriminator", disc)
@@ -392,9 +472,10 @@ class CDMBrain(DistillBrain):
         outputs["pooled"] = pooled.detach()
         labels = self._labels(batch)
         outputs["domain_labels"] = labels
+        w = self.domain_weights
         if stage != sb.Stage.TRAIN:
             logits = self.discriminator(pooled)
-            return {"dat": F.cross_entropy(logits, labels)}
+            return {"dat": domain_loss(logits, labels, w)}
         # the discriminator's parameters are detached here: this path
         # only carries the REVERSED gradient into the student
         params = {
@@ -403,7 +484,7 @@ class CDMBrain(DistillBrain):
         logits = torch.func.functional_call(
             self.discriminator, params, (self.grl(pooled),)
         )
-        return {"dat": F.cross_entropy(logits, labels)}
+        return {"dat": domain_loss(logits, labels, w)}
 
     # ---------------------------------------------- discriminator update
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
@@ -435,7 +516,7 @@ class CDMBrain(DistillBrain):
         disc.train()
         self.dat_optimizer.zero_grad(set_to_none=True)
         logits = disc(features.detach())
-        loss = F.cross_entropy(logits, labels)
+        loss = domain_loss(logits, labels, self.domain_weights)
         loss.backward()
         if (
             torch.distributed.is_available()
@@ -451,9 +532,12 @@ class CDMBrain(DistillBrain):
             torch.nn.utils.clip_grad_norm_(disc.parameters(), clip)
         self.dat_optimizer.step()
         self.dat_optimizer.zero_grad(set_to_none=True)
-        acc = (logits.argmax(-1) == labels).float().mean()
+        hit = (logits.argmax(-1) == labels).float()
         self.dat_stats["dis_loss"].append(loss.item())
-        self.dat_stats["dis_acc"].append(float(acc))
+        self.dat_stats["dis_acc"].append(float(hit.mean()))
+        if self.domain_weights is not None:  # what a prior-guess can't fake
+            w = self.domain_weights.to(hit.device)[labels]
+            self.dat_stats["dis_bal_acc"].append(float((w * hit).mean()))
         self.dat_stats["lambda"].append(self.grl.lambda_)
         return loss.item()
 

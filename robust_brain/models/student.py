@@ -2,8 +2,10 @@
 
 * :class:`LayerTeacher`: a FROZEN encoder that returns all its hidden
   states: a SpeechBrain Hugging Face wrapper (``WavLM``, ``HuBERT``,
-  ``Wav2Vec2`` loaded with ``output_all_hiddens=True``) or the project's
-  :class:`~robust_brain.models.asr.ConformerASR` (the offline teacher).
+  ``Wav2Vec2`` loaded with ``output_all_hiddens=True``), a Whisper encoder
+  (:class:`~robust_brain.models.whisper.WhisperASR`, the converted
+  checkpoint offline or ``openai/whisper-*`` from the hub) or the
+  project's :class:`~robust_brain.models.asr.ConformerASR`.
 * :func:`build_student`: a student with the teacher's front-end (CNN
   feature extractor; for the Conformer, Fbank + its convolutional
   front-end) and its first ``num_layers`` Transformer layers, COPIED from
@@ -40,7 +42,9 @@ __all__ = [
     "DistilStudent",
     "HFStudent",
     "ConformerStudent",
+    "WhisperStudent",
     "build_student",
+    "learned_parameters",
     "distillation_loss",
     "EnhancementHead",
     "DomainDiscriminator",
@@ -232,6 +236,34 @@ def _is_conformer(model) -> bool:
     return isinstance(model, ConformerASR)
 
 
+def _is_whisper(model) -> bool:
+    from robust_brain.models.whisper import WhisperASR
+
+    return isinstance(model, WhisperASR)
+
+
+def learned_parameters(module: torch.nn.Module) -> int:
+    """Parameters of ``module`` without Whisper's sinusoidal position
+    tables (fixed sinusoids, never trained: transformers stores them as a
+    frozen ``embed_positions`` weight), so that a Whisper student and its
+    teacher are compared on the weights they learned.
+
+    Example
+    -------
+    >>> learned_parameters(torch.nn.Linear(3, 2))
+    8
+    """
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    total = sum(p.numel() for p in module.parameters())
+    fixed = sum(
+        m.embed_positions.weight.numel()
+        for m in module.modules()
+        if isinstance(m, WhisperEncoder)
+    )
+    return total - fixed
+
+
 def _hf_model(wrapper):
     model = getattr(wrapper, "model", None)
     if model is None or not hasattr(model, "config"):
@@ -278,7 +310,17 @@ class LayerTeacher(torch.nn.Module):
         super().__init__()
         self.model = model
         self.is_conformer = _is_conformer(model)
-        if self.is_conformer:
+        self.is_whisper = _is_whisper(model)
+        if self.is_whisper:
+            if not model.output_all_hiddens:
+                raise ValueError(
+                    "LayerTeacher: load the Whisper teacher with "
+                    "output_all_hiddens=True"
+                )
+            config = model.model.encoder.config
+            self.num_layers = int(config.encoder_layers)
+            self.hidden_size = int(config.d_model)
+        elif self.is_conformer:
             tr = model.transformer
             if tr.attention_type != "RelPosMHAXL":
                 raise ValueError("LayerTeacher: ConformerASR needs RelPosMHAXL")
@@ -335,6 +377,16 @@ class LayerTeacher(torch.nn.Module):
                 tr.encoder.norm,
                 tr.causal,
             )
+        if self.is_whisper:
+            from robust_brain.models.whisper import (
+                SAMPLES_PER_ENCODER_FRAME,
+                mask_padding,
+            )
+
+            # padded to Whisper's window; keep the frames of the batch
+            out = self.model.encode(mask_padding(wavs, lens))
+            frames = math.ceil(wavs.shape[-1] / SAMPLES_PER_ENCODER_FRAME)
+            return list(out[:, :, :frames].unbind(0))
         out = self.model(wavs, lens)  # (N + 1, B, T, D)
         return list(out.unbind(0))
 
@@ -632,6 +684,116 @@ class ConformerStudent(DistilStudent):
         return cnn, hiddens
 
 
+class WhisperStudent(DistilStudent):
+    """DistilHuBERT from a Whisper encoder teacher: Whisper's log-mel, its
+    two convolutions and its first layers (a transformers
+    ``WhisperEncoder`` with fewer layers, COPIED from the teacher by
+    :meth:`from_teacher`), then the heads.
+
+    The student reads only the frames that hold audio (``ceil(N / 320)``),
+    not the teacher's zero-padded window (``WhisperASR.window_seconds``;
+    30 s in Whisper itself): 150 frames instead of 500 for a 3 s crop in
+    a 10 s window. Its last hidden state carries the encoder's final layer
+    norm, as the teacher's.
+
+    Arguments
+    ---------
+    model : transformers WhisperEncoder
+        The student's own encoder.
+    target_layers : sequence of int
+    feature_grad_mult : float
+
+    Example
+    -------
+    >>> from transformers import WhisperConfig
+    >>> from transformers.models.whisper.modeling_whisper import (
+    ...     WhisperEncoder)
+    >>> cfg = WhisperConfig(d_model=16, encoder_layers=1,
+    ...     encoder_attention_heads=2, encoder_ffn_dim=16, num_mel_bins=80)
+    >>> student = WhisperStudent(WhisperEncoder(cfg), [2, 4]).eval()
+    >>> out = student(torch.randn(2, 16000), torch.ones(2))
+    >>> tuple(out["preds"].shape), tuple(out["cnn"].shape)
+    ((2, 2, 50, 16), (2, 50, 16))
+    """
+
+    def __init__(
+        self,
+        model,
+        target_layers: Sequence[int],
+        feature_grad_mult: float = 0.1,
+    ):
+        from robust_brain.models.whisper import mel_filters
+
+        super().__init__(int(model.config.d_model), target_layers)
+        self.model = model
+        self.feature_grad_mult = float(feature_grad_mult)
+        self.copied = 0
+        self.register_buffer(
+            "mel_filters",
+            mel_filters(int(model.config.num_mel_bins)),
+            persistent=False,
+        )
+        self._cnn = None
+        self.model.conv2.register_forward_hook(self._grab_cnn)
+
+    @classmethod
+    def from_teacher(
+        cls,
+        teacher,
+        target_layers: Sequence[int],
+        num_layers: int = 1,
+        feature_grad_mult: float = 0.1,
+        init_from_teacher: bool = True,
+    ) -> WhisperStudent:
+        """The student of a :class:`~robust_brain.models.whisper.
+        WhisperASR` teacher: its encoder configuration with ``num_layers``
+        layers, initialised from the teacher (``init_from_teacher``)."""
+        from transformers.models.whisper.modeling_whisper import (
+            WhisperEncoder,
+        )
+
+        encoder = teacher.model.encoder
+        if num_layers > encoder.config.encoder_layers:
+            raise ValueError(
+                f"student num_layers {num_layers} > teacher layers "
+                f"{encoder.config.encoder_layers}"
+            )
+        config = copy.deepcopy(encoder.config)
+        config.encoder_layers = int(num_layers)
+        config.encoder_layerdrop = 0.0
+        student = cls(WhisperEncoder(config), target_layers, feature_grad_mult)
+        if init_from_teacher:
+            student.copied = _copy_matching(student.model, encoder.state_dict())
+        return student.requires_grad_(True).train()
+
+    def requires_grad_(self, requires_grad: bool = True):
+        super().requires_grad_(requires_grad)
+        # the sinusoids stay fixed, as in Whisper
+        self.model.embed_positions.requires_grad_(False)
+        return self
+
+    def _grab_cnn(self, module, inputs, output):
+        output = scale_grad(output, self.feature_grad_mult)
+        self._cnn = output.transpose(1, 2)
+        return output
+
+    def encode(self, wavs, lens):
+        from robust_brain.models.whisper import (
+            SAMPLES_PER_ENCODER_FRAME,
+            encoder_window,
+            mask_padding,
+            whisper_log_mel,
+        )
+
+        wavs = mask_padding(wavs, lens)
+        pad = -wavs.shape[-1] % SAMPLES_PER_ENCODER_FRAME
+        mel = whisper_log_mel(F.pad(wavs, (0, pad)), self.mel_filters)
+        with encoder_window(self.model, mel.shape[-1] // 2):
+            out = self.model(mel, output_hidden_states=True)
+        cnn, self._cnn = self._cnn, None
+        return cnn, list(out.hidden_states)
+
+
 def build_student(
     teacher,
     target_layers: Sequence[int],
@@ -639,12 +801,13 @@ def build_student(
     feature_grad_mult: float = 0.1,
     init_from_teacher: bool = True,
 ) -> DistilStudent:
-    """The student of a teacher (:class:`ConformerStudent` or
-    :class:`HFStudent`), a fresh copy at every call.
+    """The student of a teacher (:class:`ConformerStudent`,
+    :class:`WhisperStudent` or :class:`HFStudent`), a fresh copy at every
+    call.
 
     Arguments
     ---------
-    teacher : LayerTeacher, ConformerASR or SpeechBrain HF wrapper
+    teacher : LayerTeacher, ConformerASR, WhisperASR or SpeechBrain HF wrapper
     target_layers : sequence of int
         Teacher layers predicted by the heads (1-based: HF convention).
     num_layers : int
@@ -659,17 +822,20 @@ def build_student(
     """
     model = teacher.model if isinstance(teacher, LayerTeacher) else teacher
     conformer = _is_conformer(model)
-    n_teacher = (
-        len(model.transformer.encoder.layers)
-        if conformer
-        else _hf_model(model).config.num_hidden_layers
-    )
+    if conformer:
+        n_teacher = len(model.transformer.encoder.layers)
+        build = ConformerStudent
+    elif _is_whisper(model):
+        n_teacher = model.model.encoder.config.encoder_layers
+        build = WhisperStudent.from_teacher
+    else:
+        n_teacher = _hf_model(model).config.num_hidden_layers
+        build = HFStudent.from_teacher
     bad = [i for i in target_layers if not 1 <= int(i) <= n_teacher]
     if bad:
         raise ValueError(
             f"target_layers {list(target_layers)}: {bad} outside 1..{n_teacher}"
         )
-    build = ConformerStudent if conformer else HFStudent.from_teacher
     return build(
         model,
         target_layers,

@@ -39,6 +39,8 @@ SAMPLE_RATE = 16000
 HOP_LENGTH = 160
 #: Mel frames per encoder frame (two convolutions, the second strided).
 FRAMES_PER_ENCODER_FRAME = 2
+#: Samples per encoder frame (20 ms).
+SAMPLES_PER_ENCODER_FRAME = HOP_LENGTH * FRAMES_PER_ENCODER_FRAME
 
 
 @contextlib.contextmanager
@@ -87,6 +89,49 @@ def encoder_window(encoder, n_positions: int):
         yield encoder
     finally:
         encoder.embed_positions, config.max_source_positions = full, saved
+
+
+def mel_filters(n_mels: int = 80) -> torch.Tensor:
+    """Whisper's mel filter bank ``(n_mels, 201)`` (Slaney scale and norm,
+    as ``WhisperFeatureExtractor``).
+
+    Example
+    -------
+    >>> mel_filters(80).shape
+    torch.Size([80, 201])
+    """
+    from transformers import WhisperFeatureExtractor
+
+    bank = WhisperFeatureExtractor(feature_size=n_mels).mel_filters
+    bank = torch.as_tensor(bank, dtype=torch.float32)
+    return bank if bank.shape[0] == n_mels else bank.T
+
+
+def whisper_log_mel(
+    wav: torch.Tensor,
+    filters: torch.Tensor,
+    n_fft: int = 400,
+    hop_length: int = HOP_LENGTH,
+) -> torch.Tensor:
+    """Whisper's log-mel of ``(batch, time)`` 16 kHz audio (no padding
+    added), with the dynamic range clamped per utterance as
+    ``WhisperFeatureExtractor`` (the wrapper's own takes it over the whole
+    batch): ``(batch, n_mels, time // hop_length)``; differentiable.
+
+    Example
+    -------
+    >>> whisper_log_mel(torch.randn(2, 3200), mel_filters(80)).shape
+    torch.Size([2, 80, 20])
+    """
+    window = torch.hann_window(n_fft, device=wav.device)
+    stft = torch.stft(
+        wav.float(), n_fft, hop_length, window=window, return_complex=True
+    )
+    power = stft[..., :-1].abs() ** 2
+    log_spec = torch.clamp(filters @ power, min=1e-10).log10()
+    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0
 
 
 def sentence_case(text: str) -> str:
@@ -256,19 +301,9 @@ class WhisperASR(Whisper):
         """
         n = self.window_samples(wav.shape[-1])
         wav = torch.nn.functional.pad(wav, (0, n - wav.shape[-1]))
-        window = torch.hann_window(self._n_fft, device=wav.device)
-        stft = torch.stft(
-            wav.float(),
-            self._n_fft,
-            self._hop_length,
-            window=window,
-            return_complex=True,
+        return whisper_log_mel(
+            wav, self._mel_filters, self._n_fft, self._hop_length
         )
-        power = stft[..., :-1].abs() ** 2
-        log_spec = torch.clamp(self._mel_filters @ power, min=1e-10).log10()
-        peak = log_spec.amax(dim=(-2, -1), keepdim=True)
-        log_spec = torch.maximum(log_spec, peak - 8.0)
-        return (log_spec + 4.0) / 4.0
 
     def _get_mel(self, wav):
         # SpeechBrain's forward() path: same features as log_mel

@@ -32,12 +32,12 @@ from robust_brain.methods.distill import (
     RobustDistillerBrain,
     check_systems,
 )
-from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import (
     DomainDiscriminator,
     EnhancementHead,
     LayerTeacher,
     build_student,
+    learned_parameters,
 )
 from robust_brain.stages import fit_stage, loader_kwargs, require_checkpoint
 from robust_brain.surgery import make_rule
@@ -192,7 +192,7 @@ def distill_systems(
     RobustDistiller ``enh_weight``, ``enh_hidden``, ``enh_layers``,
     ``enh_dropout``; for DAT ``dat_domain``, ``dat_hidden``,
     ``dat_opt_class``, ``dat_lambda_max``, ``dat_gamma``, ``dis_step``,
-    ``dat_max_grad_norm``.
+    ``dat_max_grad_norm``, ``dat_balanced``.
 
     Arguments
     ---------
@@ -255,6 +255,7 @@ def distill_systems(
                 dat_gamma=hparams["dat_gamma"],
                 dis_step=hparams["dis_step"],
                 dat_max_grad_norm=hparams["dat_max_grad_norm"],
+                dat_balanced=hparams["dat_balanced"],
                 student_distorter=hparams[f"{student_dist}_distorter"],
             )
         train_set = make_distill_set(
@@ -344,7 +345,7 @@ def evaluate_from_hparams(
         The markdown table.
     """
     models = OrderedDict()
-    params = {name: count_parameters(m) for name, m in systems.items()}
+    params = {name: learned_parameters(m) for name, m in systems.items()}
     t_params = teacher_encoder_parameters(teacher)
     if hparams["eval_teacher"]:
         models["teacher"] = teacher
