@@ -578,3 +578,61 @@ def test_curriculum_refuses_a_pretrain_stage_trained_without_it(tmp_path):
         recipe.check_curriculum(hparams)
     (tmp_path / "pretrain_dm").mkdir()
     recipe.check_curriculum(hparams)  # the curriculum's own pretrain stage
+
+
+# ------------------------------------------- WHAMR!'s four conditions
+def test_condition_sisdri_on_whamr_components(tmp_path):
+    """The mixture itself improves nothing in any condition; the oracle
+    anechoic sources (when the mixture is their sum) are perfect; a
+    manifest without a condition's column is refused by name."""
+    from robust_brain.evaluation.separation import (
+        WHAMR_CONDITIONS,
+        condition_sisdri,
+    )
+    from tests.utils.recipes import RESOURCES
+
+    root = RESOURCES["miniwhamr_tiny"]()
+    csv_path = f"{root}/tt_max.csv"
+    same = condition_sisdri(
+        lambda w, n: torch.stack([w, w], -1),
+        csv_path,
+        WHAMR_CONDITIONS,
+        data_root=root,
+    )
+    assert set(same) == set(WHAMR_CONDITIONS)
+    for name, r in same.items():
+        assert abs(r["si_sdri"]) < 1e-3, name
+        assert r["n"] == 2
+    # the four mixtures get harder: anechoic is the easiest
+    assert same["anechoic"]["si_sdr"] > same["reverb+noise"]["si_sdr"]
+    rows = SeparationSet(
+        csv_path, data_root=root, sample_rate=8000, resample=True
+    ).rows
+    refs = {r["ID"]: r for r in rows}
+
+    class Oracle(torch.nn.Module):  # reads the sources of the mixture
+        def __init__(self):
+            super().__init__()
+            self.queue = []
+
+        def forward(self, w, n):
+            return self.queue.pop(0)[:, : w.shape[1]]
+
+    data = SeparationSet(
+        csv_path, data_root=root, sample_rate=8000, resample=True
+    )
+    oracle = Oracle()
+    for row in rows:
+        s = torch.stack(
+            [data._read(refs[row["ID"]][c]) for c in ("s1_wav", "s2_wav")],
+            -1,
+        )
+        oracle.queue.append(s.unsqueeze(0))
+    best = condition_sisdri(
+        oracle, csv_path, {"anechoic": ("s1_wav", "s2_wav")}, data_root=root
+    )
+    assert best["anechoic"]["si_sdr"] > 60
+    with pytest.raises(ValueError, match="no_such_wav"):
+        condition_sisdri(
+            oracle, csv_path, {"x": ("no_such_wav",)}, data_root=root
+        )
