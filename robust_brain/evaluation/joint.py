@@ -187,6 +187,8 @@ class JointRecogniser:
         self.device = device
         self.searcher = None
         self.settings = "joint-greedy"
+        if self.own_decoder and hasattr(asr, "decoding_settings"):
+            self.settings = f"joint-{asr.decoding_settings}"
         if decoding == "beam":
             self.searcher = make_beam_searcher(
                 asr, beam_size, beam_ctc_weight, max_decode_ratio

@@ -170,6 +170,52 @@ def mask_padding(wav: torch.Tensor, wav_lens=None) -> torch.Tensor:
     return wav * keep.to(wav.dtype)
 
 
+def repeated_ngram_tokens(steps, n: int) -> list[list[int]]:
+    """Per sequence, the tokens that would repeat an ``n``-gram already
+    decoded (nothing when ``n`` is 0 or the sequence is shorter than it).
+
+    Arguments
+    ---------
+    steps : list of torch.Tensor
+        The decoded tokens so far, one ``(batch,)`` tensor per step.
+    n : int
+
+    Returns
+    -------
+    list of list of int
+
+    Example
+    -------
+    >>> steps = [torch.tensor([5, 1]), torch.tensor([6, 2]),
+    ...          torch.tensor([5, 3]), torch.tensor([6, 4]),
+    ...          torch.tensor([5, 5])]
+    >>> repeated_ngram_tokens(steps, 2)  # "5 6 5 6 5" must not go on "6"
+    [[6], []]
+    >>> repeated_ngram_tokens(steps, 0)
+    [[], []]
+    """
+    if not steps:
+        return []
+    seqs = torch.stack(steps, 1).tolist()
+    if n <= 0:
+        return [[] for _ in seqs]
+    banned = []
+    for seq in seqs:
+        prefix = seq[len(seq) - n + 1 :] if n > 1 else []
+        banned.append(
+            sorted(
+                {
+                    seq[i + n - 1]
+                    for i in range(len(seq) - n + 1)
+                    if seq[i : i + n - 1] == prefix
+                }
+            )
+            if len(seq) >= n
+            else []
+        )
+    return banned
+
+
 class WhisperTextTokenizer:
     """Whisper's BPE for transcripts, with the project's tokenizer interface
     (``encode_as_ids``/``decode_ids``, as SentencePiece), light enough to
@@ -227,6 +273,11 @@ class WhisperASR(Whisper):
         transcripts) or ``"as_is"``.
     max_new_tokens : int
         Bound of greedy decoding.
+    no_repeat_ngram_size : int
+        Greedy decoding never repeats an n-gram of this many tokens (as
+        transformers' generation option of the same name): a decoder
+        caught in a loop on noisy input stops or moves on instead of
+        repeating a phrase up to ``max_new_tokens``. 0: off.
     language : str
         Language token of multilingual models.
     encoder_only, output_all_hiddens, freeze, freeze_encoder
@@ -252,6 +303,7 @@ class WhisperASR(Whisper):
         window_seconds: float = 10.0,
         text_style: str = "sentence",
         max_new_tokens: int = 96,
+        no_repeat_ngram_size: int = 0,
         language: str = "en",
         encoder_only: bool = False,
         output_all_hiddens: bool = False,
@@ -270,6 +322,7 @@ class WhisperASR(Whisper):
         )
         self.window_seconds = float(window_seconds)
         self.max_new_tokens = int(max_new_tokens)
+        self.no_repeat_ngram_size = int(no_repeat_ngram_size)
         self._text = None
         if not encoder_only:
             self._text = WhisperTextTokenizer(self.tokenizer, text_style)
@@ -445,7 +498,8 @@ class WhisperASR(Whisper):
     @torch.no_grad()
     def greedy_decode(self, wav: torch.Tensor) -> list[str]:
         """Free-running greedy transcription (never teacher-forced), with
-        Whisper's suppressed tokens and at most ``max_new_tokens``.
+        Whisper's suppressed tokens, at most ``max_new_tokens`` and no
+        repeated ``no_repeat_ngram_size``-gram.
 
         Arguments
         ---------
@@ -476,6 +530,10 @@ class WhisperASR(Whisper):
             logits[:, suppress] = -math.inf
             if step == 0:
                 logits[:, begin] = -math.inf
+            for b, banned in enumerate(
+                repeated_ngram_tokens(out, self.no_repeat_ngram_size)
+            ):
+                logits[b, banned] = -math.inf
             token = logits.argmax(-1)
             token = torch.where(done, torch.full_like(token, self.eos), token)
             out.append(token)
@@ -491,6 +549,14 @@ class WhisperASR(Whisper):
                 self.tokenizer.decode(seq, skip_special_tokens=True).strip()
             )
         return texts
+
+    @property
+    def decoding_settings(self) -> str:
+        """What changes the free-running transcripts (for caches)."""
+        tag = "greedy"
+        if self.no_repeat_ngram_size:
+            tag += f"-norepeat{self.no_repeat_ngram_size}"
+        return tag
 
     def transcribe(self, wavs, wav_lens=None, tokenizer=None) -> list[str]:
         """Greedy transcripts in the corpus' style (upper-case words, no

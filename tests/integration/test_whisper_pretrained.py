@@ -288,3 +288,38 @@ def test_converter_command_line(tmp_path):
     assert run.returncode == 2
     assert "model.bin: truncated" in run.stderr
     assert not (tmp_path / "hf").exists()
+
+
+def test_greedy_decoding_never_repeats_an_ngram(monkeypatch):
+    """A decoder stuck on one token (what noisy input can do) loops up to
+    max_new_tokens under plain greedy decoding; with no_repeat_ngram_size
+    no n-gram of the output repeats."""
+    asr = WhisperASR(
+        str(whisper_checkpoint("tiny.en")),
+        CACHE,
+        window_seconds=2,
+        max_new_tokens=24,
+    ).eval()
+    favourites = [1000, 1001, 1002]
+    assert not set(favourites) & set(asr.model.config.suppress_tokens or [])
+    logits = torch.full((asr.model.config.vocab_size,), -10.0)
+    logits[favourites] = torch.tensor([3.0, 2.0, 1.0])
+
+    def stuck(states, ids, use_cache=True, past_key_values=None):
+        return logits.expand(*ids.shape, -1).clone(), None, None
+
+    seen = []
+    monkeypatch.setattr(asr, "forward_decoder", stuck)
+    monkeypatch.setattr(
+        asr.tokenizer, "decode", lambda seq, **kw: seen.append(seq) or ""
+    )
+    asr.greedy_decode(torch.zeros(1, 16000))
+    assert seen[-1] == [1000] * 24
+    for n in (2, 3):
+        asr.no_repeat_ngram_size = n
+        asr.greedy_decode(torch.zeros(1, 16000))
+        grams = [
+            tuple(seen[-1][i : i + n]) for i in range(len(seen[-1]) - n + 1)
+        ]
+        assert len(grams) == len(set(grams)), n
+    assert asr.decoding_settings == "greedy-norepeat3"
