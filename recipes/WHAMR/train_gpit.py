@@ -19,7 +19,8 @@ Stages (``stages``), each checkpointed in ``<save_folder>/<stage>``:
 2. ``pretrain``: the separator trained with SI-SDR uPIT (or loaded from
    ``pretrained_separator``): first ``dynamic_mixing_epochs`` on clean
    mixtures made on the fly from the training sources (``pretrain_dm``),
-   then ``pretrain_epochs`` on the corpus' noisy reverberant mixtures;
+   then ``pretrain_epochs`` on the corpus' noisy reverberant mixtures (or,
+   with ``pretrain_dynamic_mixing``, on such mixtures made on the fly);
 3. ``finetune``: each mode of ``modes`` (uPIT-SISDR, PIT-AE, GPIT) fine-tuned
    from the SAME pre-trained weights with the same data, batch size and
    number of epochs (equal steps);
@@ -86,19 +87,28 @@ def dataio_prepare(hparams):
         "resample": hparams["resample_audio"],
     }
     segment = int(hparams["segment_seconds"] * hparams["sample_rate"])
+    dynamic = {
+        "segment": segment,
+        "max_items": hparams["pretrain_max_train"],
+        "items_per_epoch": hparams["dynamic_mixing_items"],
+        "ssr_db": hparams["dynamic_mixing_ssr_db"],
+        **common,
+    }
     data = {
         "dynamic": DynamicMixingSet(
-            hparams["train_csv"],
-            segment=segment,
-            max_items=hparams["pretrain_max_train"],
-            items_per_epoch=hparams["dynamic_mixing_items"],
-            ssr_db=hparams["dynamic_mixing_ssr_db"],
-            name="train sources",
-            **common,
+            hparams["train_csv"], name="train sources", **dynamic
         )
         if hparams["dynamic_mixing_epochs"] > 0
         else None,
-        "pretrain": SeparationSet(
+        "pretrain": DynamicMixingSet(
+            hparams["train_csv"],
+            reverb=hparams["dynamic_mixing_reverb"],
+            snr_db=hparams["dynamic_mixing_snr_db"],
+            name="train sources (noisy reverberant)",
+            **dynamic,
+        )
+        if hparams["pretrain_dynamic_mixing"]
+        else SeparationSet(
             hparams["train_csv"],
             segment=segment,
             max_items=hparams["pretrain_max_train"],

@@ -4,6 +4,7 @@ sources (:class:`DynamicMixingSet`)."""
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -184,6 +185,14 @@ class DynamicMixingSet(SeparationSet):
         Default: the manifest's rows.
     ssr_db : float
         Range of the source-to-source level ratio (WHAM!: 0..5 dB).
+    reverb : bool
+        Mix the sources' reverberant images (``s<k>_alt_wav``, cropped
+        and scaled as their anechoic versions, which stay the targets):
+        WHAMR!'s task of separating and dereverberating.
+    snr_db : tuple of float, optional
+        Add a noise file of the manifest (``noise_wav``, another draw) at
+        an SNR uniform in this range, relative to the louder source (as
+        WHAM!: -6..3 dB). None: no noise.
     data_root, num_spks, sample_rate, max_items, seed, name, resample :
         See :class:`SeparationSet`.
 
@@ -220,6 +229,8 @@ class DynamicMixingSet(SeparationSet):
         sample_rate: int = 16000,
         items_per_epoch: int | None = None,
         ssr_db: float = 5.0,
+        reverb: bool = False,
+        snr_db: tuple[float, float] | None = None,
         max_items: int | None = None,
         seed: int = 0,
         name: str = "dynamic mixing",
@@ -241,13 +252,34 @@ class DynamicMixingSet(SeparationSet):
         if ssr_db < 0:
             raise ValueError(f"{name}: ssr_db must be >= 0, got {ssr_db}")
         self.ssr_db = float(ssr_db)
-        # every source file once, with its speaker (or its row)
+        self.reverb = bool(reverb)
+        self.snr_db = None
+        if snr_db is not None:
+            low, high = (float(x) for x in snr_db)
+            if low > high:
+                raise ValueError(f"{name}: snr_db {snr_db}: low > high")
+            self.snr_db = (low, high)
+        needed = [f"s{k}_alt_wav" for k in range(1, num_spks + 1)] * reverb
+        needed += ["noise_wav"] * (snr_db is not None)
+        missing = [c for c in needed if not self.rows[0].get(c)]
+        if missing:
+            raise ValueError(
+                f"{name}: {csv_path} lacks the column(s) {missing} (needed "
+                f"for reverb={reverb}, snr_db={snr_db})"
+            )
+        # every source file once, with its speaker (or its row) and its
+        # reverberant image
         self.pool = []
         for i, row in enumerate(self.rows):
             for k in range(1, self.num_spks + 1):
                 spk = row.get(f"s{k}_spk") or f"row{i}.{k}"
-                self.pool.append((row[f"s{k}_wav"], spk, f"{row['ID']}.s{k}"))
-        if len({spk for _, spk, _ in self.pool}) < self.num_spks:
+                image = row[f"s{k}_alt_wav"] if reverb else None
+                sid = f"{row['ID']}.s{k}"
+                self.pool.append((row[f"s{k}_wav"], spk, sid, image))
+        self.noises = (
+            [row["noise_wav"] for row in self.rows] if self.snr_db else []
+        )
+        if len({p[1] for p in self.pool}) < self.num_spks:
             raise ValueError(
                 f"{name}: {csv_path} has fewer than {self.num_spks} speakers"
             )
@@ -256,22 +288,32 @@ class DynamicMixingSet(SeparationSet):
     def __len__(self):
         return self.items
 
-    def _crop(self, wav, rng):
+    def _crop(self, wav, rng, image=None):
         """``segment`` samples of the active part, unit RMS (zero padded
-        at a random offset when shorter)."""
-        active = torch.nonzero(wav.abs() > 1e-4).flatten()
+        at a random offset when shorter); with ``image`` (the reverberant
+        version) both, cropped alike and scaled by the anechoic RMS:
+        ``(2, segment)``."""
+        if image is None:
+            pair = wav[None]
+        else:
+            n = min(wav.numel(), image.numel())
+            pair = torch.stack([wav[:n], image[:n]])
+        # the anechoic source's active part (an image's tail alone would
+        # leave a silent target)
+        active = torch.nonzero(pair[0].abs() > 1e-4).flatten()
         if active.numel():
-            wav = wav[int(active[0]) : int(active[-1]) + 1]
-        n = wav.numel()
+            pair = pair[:, int(active[0]) : int(active[-1]) + 1]
+        n = pair.shape[-1]
         if n >= self.segment:
             start = rng.randrange(0, n - self.segment + 1)
-            wav = wav[start : start + self.segment]
+            pair = pair[:, start : start + self.segment]
         else:
             offset = rng.randrange(0, self.segment - n + 1)
-            wav = torch.nn.functional.pad(
-                wav, (offset, self.segment - n - offset)
+            pair = torch.nn.functional.pad(
+                pair, (offset, self.segment - n - offset)
             )
-        return wav / wav.pow(2).mean().sqrt().clamp_min(1e-8)
+        pair = pair / pair[0].pow(2).mean().sqrt().clamp_min(1e-8)
+        return pair[0] if image is None else pair
 
     def __getitem__(self, idx):
         rng = random.Random(
@@ -279,18 +321,32 @@ class DynamicMixingSet(SeparationSet):
         )
         picks, speakers = [], set()
         while len(picks) < self.num_spks:
-            path, spk, sid = self.pool[rng.randrange(len(self.pool))]
+            path, spk, sid, image = self.pool[rng.randrange(len(self.pool))]
             if spk not in speakers:
                 speakers.add(spk)
-                picks.append((path, sid))
-        sources = []
-        for path, _ in picks:
+                picks.append((path, sid, image))
+        sources, heard = [], []
+        for path, _, image in picks:
             gain_db = rng.uniform(-self.ssr_db / 2, self.ssr_db / 2)
-            wav = self._crop(self._read(path), rng)
-            sources.append(0.1 * 10 ** (gain_db / 20) * wav)
+            gain = 0.1 * 10 ** (gain_db / 20)
+            if image is None:
+                wav = gain * self._crop(self._read(path), rng)
+                sources.append(wav)
+                heard.append(wav)
+            else:
+                pair = gain * self._crop(
+                    self._read(path), rng, self._read(image)
+                )
+                sources.append(pair[0])
+                heard.append(pair[1])
         sources = torch.stack(sources, dim=-1)
-        return {
-            "id": "+".join(sid for _, sid in picks),
-            "mix": sources.sum(-1),
-            "sources": sources,
-        }
+        mix = torch.stack(heard, dim=-1).sum(-1)
+        ids = [sid for _, sid, _ in picks]
+        if self.snr_db is not None:
+            path = self.noises[rng.randrange(len(self.noises))]
+            noise = self._crop(self._read(path), rng)
+            louder = max(float(w.pow(2).mean()) for w in heard)
+            snr = rng.uniform(*self.snr_db)
+            mix = mix + noise * math.sqrt(louder / 10 ** (snr / 10))
+            ids.append(f"noise:{Path(path).stem}")
+        return {"id": "+".join(ids), "mix": mix, "sources": sources}

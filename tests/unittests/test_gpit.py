@@ -4,6 +4,7 @@ valid-frame masking, bad input."""
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -515,6 +516,82 @@ def test_dynamic_mixing_at_8khz_from_16khz_files(tmp_path):
         DynamicMixingSet(csv, 2000, sample_rate=8000)[0]
     data = DynamicMixingSet(csv, 2000, sample_rate=8000, resample=True)
     assert data[0]["mix"].shape == (2000,)
+
+
+def _whamr_dm(root, tmp_path, **kw):
+    return DynamicMixingSet(
+        f"{root}/tr_max.csv",
+        segment=4000,
+        data_root=root,
+        sample_rate=8000,
+        resample=True,
+        seed=2,
+        **kw,
+    )
+
+
+def test_dynamic_mixing_of_reverberant_images_keeps_anechoic_targets(
+    tmp_path,
+):
+    """With reverb=True the mixture sums the reverberant images, cropped
+    and scaled exactly as their anechoic targets: a manifest whose images
+    ARE the anechoic files gives the clean mixtures, item for item."""
+    import csv as csv_module
+
+    from tests.utils.recipes import RESOURCES
+
+    root = RESOURCES["miniwhamr_tiny"]()
+    clean = _whamr_dm(root, tmp_path)
+    reverb = _whamr_dm(root, tmp_path, reverb=True)
+    item, wet = clean[1], reverb[1]
+    assert item["id"] == wet["id"]
+    assert torch.equal(item["sources"], wet["sources"])  # anechoic targets
+    assert not torch.allclose(wet["mix"], wet["sources"].sum(-1), atol=1e-3)
+    with open(f"{root}/tr_max.csv", newline="") as f:
+        rows = list(csv_module.DictReader(f))
+    for row in rows:
+        row["s1_alt_wav"], row["s2_alt_wav"] = row["s1_wav"], row["s2_wav"]
+        for key in row:
+            row[key] = row[key].replace("$data_root", root)
+    same = tmp_path / "same.csv"
+    with open(same, "w", newline="") as f:
+        writer = csv_module.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    dry = DynamicMixingSet(
+        same, 4000, sample_rate=8000, resample=True, seed=2, reverb=True
+    )
+    for i in range(len(dry)):
+        assert torch.allclose(dry[i]["mix"], clean[i]["mix"], atol=1e-6)
+
+
+@pytest.mark.parametrize("snr", [-6.0, 3.0])
+def test_dynamic_mixing_adds_noise_at_the_drawn_snr(tmp_path, snr):
+    from tests.utils.recipes import RESOURCES
+
+    root = RESOURCES["miniwhamr_tiny"]()
+    data = _whamr_dm(root, tmp_path, snr_db=(snr, snr))
+    for i in range(len(data)):
+        item = data[i]
+        noise = item["mix"] - item["sources"].sum(-1)
+        louder = item["sources"].pow(2).mean(0).max()
+        got = 10 * torch.log10(louder / noise.pow(2).mean())
+        assert abs(float(got) - snr) < 0.01
+        assert "noise:" in item["id"]
+    bare = tmp_path / "bare.csv"
+    text = Path(f"{root}/tr_max.csv").read_text().splitlines()
+    cols = text[0].split(",")
+    keep = [i for i, c in enumerate(cols) if c not in ("noise_wav",)]
+    bare.write_text(
+        "\n".join(
+            ",".join(line.split(",")[i] for i in keep) for line in text
+        ).replace("$data_root", root)
+        + "\n"
+    )
+    with pytest.raises(ValueError, match="noise_wav"):
+        DynamicMixingSet(bare, 4000, sample_rate=8000, snr_db=(0, 1))
+    with pytest.raises(ValueError, match="low > high"):
+        _whamr_dm(root, tmp_path, snr_db=(3, -6))
 
 
 def test_l_ae_of_an_8khz_separator_encodes_at_16khz():
