@@ -20,7 +20,9 @@ sets others. Jointly trained systems (GR) keep their two evaluations apart:
 ``--cap W --manifest CSV`` re-scores every hypothesis cut to
 ``ceil(W * duration) + 3`` words (durations from the manifest): a bound
 on what a greedy decoder's repetition loop can add, the same for every
-system, as a decoder with that length limit would give.
+system, as a decoder with that length limit would give. ``--eval_dir``
+reads another evaluation folder of the runs than ``eval`` (e.g. a
+re-evaluation with another decoding).
 """
 
 import argparse
@@ -88,6 +90,11 @@ def main(argv=None):
         help="words per second: hypotheses cut to ceil(cap * duration) + 3",
     )
     p.add_argument("--manifest", default=None, help="durations, for --cap")
+    p.add_argument(
+        "--eval_dir",
+        default="eval",
+        help="the runs' evaluation folder (e.g. a re-evaluation's)",
+    )
     args = p.parse_args(argv)
     durations = {}
     if args.cap is not None:
@@ -101,7 +108,8 @@ def main(argv=None):
     names = [Path(run).name for run in args.runs]
     unique = len(set(names)) == len(names)
     for run in args.runs:
-        path = Path(run) / "eval" / args.set / args.part / "utterances.csv"
+        path = Path(run) / args.eval_dir / args.set / args.part
+        path = path / "utterances.csv"
         if not path.is_file():
             print(f"no {path}", file=sys.stderr)
             return 1

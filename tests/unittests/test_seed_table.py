@@ -16,8 +16,8 @@ spec.loader.exec_module(seed_table)
 COLUMNS = ["ID", "system", "recogniser", "condition", "sub", "del", "ins"]
 
 
-def write_run(folder, errors, part=""):
-    path = folder / "eval" / "test" / part / "utterances.csv"
+def write_run(folder, errors, part="", eval_dir="eval"):
+    path = folder / eval_dir / "test" / part / "utterances.csv"
     path.parent.mkdir(parents=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS + ["n_ref"])
@@ -65,6 +65,20 @@ def test_mean_and_spread_over_seeds_for_one_judge(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| D4AM | 2 | 30.0 ± 14.1 | 10.0 ± 0.0 | -40.0 ± 28.3 |" in out
     assert "| NOIS | 2 | 50.0 ± 0.0 | – |" in out
+
+
+def test_another_evaluation_folder_of_the_same_runs(tmp_path, capsys):
+    """--eval_dir reads a re-evaluation next to the runs' first one."""
+    write_run(tmp_path / "1", {("NOIS", "base", "pink_0dB"): 5})
+    write_run(
+        tmp_path / "1", {("NOIS", "base", "pink_0dB"): 2}, eval_dir="again"
+    )
+    argv = [str(tmp_path / "1"), "--recogniser", "base"]
+    argv += ["--groups", "low=pink_0dB"]
+    assert seed_table.main(argv) == 0
+    assert "| NOIS | 1 | 50.0 ± 0.0 |" in capsys.readouterr().out
+    assert seed_table.main([*argv, "--eval_dir", "again"]) == 0
+    assert "| NOIS | 1 | 20.0 ± 0.0 |" in capsys.readouterr().out
 
 
 def test_missing_folder_and_bad_groups_are_named(tmp_path, capsys):
