@@ -38,6 +38,7 @@ import numpy as np
 __all__ = [
     "DISTILL_LABELS",
     "condition_family",
+    "distill_seed_table",
     "distill_table",
     "gpit_table",
     "gr_table",
@@ -519,4 +520,75 @@ def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
         body.append(cells)
     heads = ["system", "params (M)", "% teacher"]
     heads += [f"{k} {g}" for k in ("WER", "CER", "KWS acc") for g in groups]
+    return markdown(heads, body, title)
+
+
+def distill_seed_table(
+    eval_dirs: Sequence,
+    groups: Sequence[str],
+    metrics: Sequence[str] = ("wer", "acc"),
+    title: str = "",
+) -> str:
+    """:func:`distill_table` over seeds: each system's probe results
+    (``<eval_dir>/<system>.json``, one folder per seed), mean ± std.
+
+    Arguments
+    ---------
+    eval_dirs : sequence of path-like
+        One evaluation folder per seed.
+    groups : sequence of str
+    metrics : sequence of str
+        ``wer``, ``cer`` and/or ``acc`` (first-word accuracy).
+    title : str
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> import tempfile
+    >>> dirs = [Path(tempfile.mkdtemp()) for _ in range(2)]
+    >>> for d, wer in zip(dirs, (50.0, 60.0), strict=True):
+    ...     _ = (d / "plain.json").write_text(json.dumps({"system": "plain",
+    ...         "params": 2e6, "teacher_params": 8e6, "wer_clean": wer}))
+    >>> print(distill_seed_table(dirs, ["clean"], ["wer"]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    | system | n | % teacher | WER clean |
+    |---|---|---|---|
+    | plain distillation | 2 | 25.0 | 55.0 ± 7.1 |
+    """
+    runs = []
+    for d in eval_dirs:
+        found = {}
+        for p in sorted(Path(d).glob("*.json")):
+            row = json.loads(p.read_text())
+            found[row["system"]] = row
+        if not found:
+            raise FileNotFoundError(f"{d}: no <system>.json")
+        runs.append(found)
+    seen = _unique(s for run in runs for s in run)
+    order = [s for s in DISTILL_LABELS if s in seen]
+    order += [s for s in seen if s not in order]
+    names = {"wer": "WER", "cer": "CER", "acc": "KWS acc"}
+    body = []
+    for system in order:
+        rows = [run[system] for run in runs if system in run]
+        p, tp = rows[0].get("params"), rows[0].get("teacher_params")
+        cells = [
+            DISTILL_LABELS.get(system, system),
+            str(len(rows)),
+            "–" if not (p and tp) else f"{100 * p / tp:.1f}",
+        ]
+        for key in metrics:
+            for g in groups:
+                values = [r[f"{key}_{g}"] for r in rows if f"{key}_{g}" in r]
+                if not values:
+                    cells.append("–")
+                    continue
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.fmean(values):.1f} ± {sd:.1f}")
+        body.append(cells)
+    heads = ["system", "n", "% teacher"]
+    heads += [f"{names[k]} {g}" for k in metrics for g in groups]
     return markdown(heads, body, title)

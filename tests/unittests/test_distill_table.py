@@ -1,0 +1,30 @@
+"""tools/distill_table.py: probe results over the seeds' folders."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    "distill_table", ROOT / "tools" / "distill_table.py"
+)
+distill_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(distill_table)
+
+
+def test_mean_and_spread_per_system_and_missing_run(tmp_path, capsys):
+    for seed, plain, cdm in (("1", 80.0, 60.0), ("2", 90.0, 70.0)):
+        d = tmp_path / seed / "eval"
+        d.mkdir(parents=True)
+        for system, wer in (("plain", plain), ("cdm2", cdm)):
+            row = {"system": system, "params": 1.0, "teacher_params": 4.0}
+            row.update(wer_clean=wer, acc_clean=100 - wer)
+            (d / f"{system}.json").write_text(json.dumps(row))
+    runs = [str(tmp_path / "1"), str(tmp_path / "2")]
+    assert distill_table.main([*runs, "--groups", "clean"]) == 0
+    out = capsys.readouterr().out
+    assert "| plain distillation | 2 | 25.0 | 85.0 ± 7.1 | 15.0 ± 7.1 |" in out
+    assert "| CDM-2 | 2 | 25.0 | 65.0 ± 7.1 | 35.0 ± 7.1 |" in out
+    assert out.index("plain distillation") < out.index("CDM-2")
+    assert distill_table.main([str(tmp_path / "3")]) == 1
+    assert "3" in capsys.readouterr().err
