@@ -5,13 +5,48 @@ Reads ``<run>/<eval_dir>/<system>.json`` (the probe results of
 ``recipes/MiniNoisy/distill.py``) of each run folder, one per seed::
 
     python tools/distill_table.py results/distill_whisper_mini/{1986,1987,1988}
+
+``--curves`` prints each system's training distillation loss per epoch
+(mean over the seeds) from ``save/<system>/train_log.txt``.
 """
 
 import argparse
+import re
+import statistics
 import sys
 from pathlib import Path
 
-from robust_brain.evaluation.tables import distill_seed_table
+from robust_brain.evaluation.tables import DISTILL_LABELS, distill_seed_table
+
+EPOCH = re.compile(r"epoch: (\d+)")
+LOSS = re.compile(r"train loss_distill: ([-+.e0-9]+)")
+
+
+def curves(runs) -> str:
+    """The distillation loss per epoch of each system's training log
+    (``save/<system>/train_log.txt``), mean over the runs."""
+    table = {}
+    for run in runs:
+        for log in sorted(Path(run).glob("save/*/train_log.txt")):
+            system = log.parent.name
+            for line in log.read_text().splitlines():
+                epoch, loss = EPOCH.search(line), LOSS.search(line)
+                if epoch and loss:
+                    key = (system, int(epoch.group(1)))
+                    table.setdefault(key, []).append(float(loss.group(1)))
+    epochs = sorted({e for _, e in table})
+    systems = sorted({s for s, _ in table}, key=list(DISTILL_LABELS).index)
+    lines = [
+        "| system | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
+        "|---" * (len(epochs) + 1) + "|",
+    ]
+    for s in systems:
+        cells = [
+            f"{statistics.fmean(table[s, e]):.3f}" if (s, e) in table else "–"
+            for e in epochs
+        ]
+        lines.append(f"| {DISTILL_LABELS[s]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -21,7 +56,15 @@ def main(argv=None):
     p.add_argument("--groups", default="clean,in_domain,out_of_domain")
     p.add_argument("--metrics", default="wer,acc", help="wer, cer, acc")
     p.add_argument("--title", default="")
+    p.add_argument(
+        "--curves",
+        action="store_true",
+        help="the training distillation loss per epoch instead",
+    )
     args = p.parse_args(argv)
+    if args.curves:
+        print(curves(args.runs))
+        return 0
     dirs = [Path(run) / args.eval_dir for run in args.runs]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:

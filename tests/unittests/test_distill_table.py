@@ -28,3 +28,17 @@ def test_mean_and_spread_per_system_and_missing_run(tmp_path, capsys):
     assert out.index("plain distillation") < out.index("CDM-2")
     assert distill_table.main([str(tmp_path / "3")]) == 1
     assert "3" in capsys.readouterr().err
+
+
+def test_curves_average_the_training_logs(tmp_path, capsys):
+    for seed, loss in (("1", 0.9), ("2", 0.7)):
+        log = tmp_path / seed / "save" / "plain" / "train_log.txt"
+        log.parent.mkdir(parents=True)
+        log.write_text(
+            f"epoch: 1 - train loss: 1.0, train loss_distill: {loss} - x\n"
+            f"epoch: 2 - train loss: 1.0, train loss_distill: {loss / 2}\n"
+        )
+    runs = [str(tmp_path / "1"), str(tmp_path / "2")]
+    assert distill_table.main([*runs, "--curves"]) == 0
+    out = capsys.readouterr().out
+    assert "| plain distillation | 0.800 | 0.400 |" in out
