@@ -116,7 +116,9 @@ class SeparationSet(torch.utils.data.Dataset):
         """New crops each epoch (deterministic given seed and epoch)."""
         self.epoch = int(epoch)
 
-    def _read(self, path):
+    def load(self, path):
+        """One audio file as a 1-D tensor at ``sample_rate`` (resampled
+        when ``resample``; another rate otherwise is an error)."""
         import soundfile as sf
 
         if not Path(path).is_file():
@@ -136,7 +138,7 @@ class SeparationSet(torch.utils.data.Dataset):
 
     def __getitem__(self, idx):
         row = self.rows[idx]
-        wavs = [self._read(row[c]) for c in self.columns]
+        wavs = [self.load(row[c]) for c in self.columns]
         n = min(w.numel() for w in wavs)
         if max(w.numel() for w in wavs) - n > self.sample_rate // 100:
             raise ValueError(
@@ -330,13 +332,11 @@ class DynamicMixingSet(SeparationSet):
             gain_db = rng.uniform(-self.ssr_db / 2, self.ssr_db / 2)
             gain = 0.1 * 10 ** (gain_db / 20)
             if image is None:
-                wav = gain * self._crop(self._read(path), rng)
+                wav = gain * self._crop(self.load(path), rng)
                 sources.append(wav)
                 heard.append(wav)
             else:
-                pair = gain * self._crop(
-                    self._read(path), rng, self._read(image)
-                )
+                pair = gain * self._crop(self.load(path), rng, self.load(image))
                 sources.append(pair[0])
                 heard.append(pair[1])
         sources = torch.stack(sources, dim=-1)
@@ -344,7 +344,7 @@ class DynamicMixingSet(SeparationSet):
         ids = [sid for _, sid, _ in picks]
         if self.snr_db is not None:
             path = self.noises[rng.randrange(len(self.noises))]
-            noise = self._crop(self._read(path), rng)
+            noise = self._crop(self.load(path), rng)
             louder = max(float(w.pow(2).mean()) for w in heard)
             snr = rng.uniform(*self.snr_db)
             mix = mix + noise * math.sqrt(louder / 10 ** (snr / 10))

@@ -245,9 +245,9 @@ def condition_sisdri(
         raise ValueError(f"{csv_path}: no column(s) {missing} for conditions")
     sums = {name: [0.0, 0.0] for name in conditions}
     for row in data.rows:
-        refs = [data._read(row[c]) for c in data.columns[1:]]
+        refs = [data.load(row[c]) for c in data.columns[1:]]
         for name, cols in conditions.items():
-            parts = [data._read(row[c]) for c in cols]
+            parts = [data.load(row[c]) for c in cols]
             n = min(w.numel() for w in refs + parts)
             mix = sum(w[:n] for w in parts).unsqueeze(0)
             ref = torch.stack([w[:n] for w in refs], -1).unsqueeze(0)

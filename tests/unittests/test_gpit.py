@@ -696,7 +696,7 @@ def test_condition_sisdri_on_whamr_components(tmp_path):
     )
     oracle = Oracle()
     for row in data.rows:
-        s = torch.stack([data._read(row[c]) for c in ("s1_wav", "s2_wav")], -1)
+        s = torch.stack([data.load(row[c]) for c in ("s1_wav", "s2_wav")], -1)
         oracle.queue.append(s.unsqueeze(0))
     best = condition_sisdri(
         oracle, csv_path, {"anechoic": ("s1_wav", "s2_wav")}, data_root=root
