@@ -210,7 +210,8 @@ def separator_stage(hparams, run_opts, data, mode, name, separator, train):
             "valid_ae": hparams["valid_ae"],
         },
     )
-    record_stage(hparams, name, brain, time.time() - t0)
+    if train:  # a reloaded stage keeps the record of its training
+        record_stage(hparams, name, brain, time.time() - t0)
     return brain
 
 
