@@ -470,6 +470,15 @@ def gpit_table(
     return markdown(heads, body, title)
 
 
+def _probe_rows(eval_dir) -> dict:
+    """System -> the probe results of ``<eval_dir>/<system>.json``."""
+    rows = {}
+    for p in sorted(Path(eval_dir).glob("*.json")):
+        row = json.loads(p.read_text())
+        rows[row["system"]] = row
+    return rows
+
+
 def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
     """Markdown table of every ``<eval_dir>/<system>.json`` that
     :func:`robust_brain.evaluation.probes.evaluate_probes` wrote.
@@ -497,10 +506,7 @@ def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
     |---|---|---|---|---|---|
     | plain distillation | 2.00 | 25.0 | 50.0 | 20.0 | 90.0 |
     """
-    rows = {}
-    for p in sorted(Path(eval_dir).glob("*.json")):
-        row = json.loads(p.read_text())
-        rows[row["system"]] = row
+    rows = _probe_rows(eval_dir)
     order = [s for s in DISTILL_LABELS if s in rows]
     order += [s for s in rows if s not in order]
     body = []
@@ -558,15 +564,10 @@ def distill_seed_table(
     |---|---|---|---|
     | plain distillation | 2 | 25.0 | 55.0 ± 7.1 |
     """
-    runs = []
-    for d in eval_dirs:
-        found = {}
-        for p in sorted(Path(d).glob("*.json")):
-            row = json.loads(p.read_text())
-            found[row["system"]] = row
-        if not found:
-            raise FileNotFoundError(f"{d}: no <system>.json")
-        runs.append(found)
+    runs = [_probe_rows(d) for d in eval_dirs]
+    empty = [str(d) for d, run in zip(eval_dirs, runs, strict=True) if not run]
+    if empty:
+        raise FileNotFoundError(f"no <system>.json in {', '.join(empty)}")
     seen = _unique(s for run in runs for s in run)
     order = [s for s in DISTILL_LABELS if s in seen]
     order += [s for s in seen if s not in order]
