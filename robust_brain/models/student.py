@@ -439,6 +439,14 @@ class DistilStudent(torch.nn.Module):
         """``(cnn features, hidden states)``; implemented by subclasses."""
         raise NotImplementedError
 
+    def _grab_cnn(self, module, inputs, output):
+        """Forward hook on a ``(batch, channels, frames)`` front-end: keeps
+        its output for the enhancement head, gradient scaled by
+        ``feature_grad_mult``."""
+        output = scale_grad(output, self.feature_grad_mult)
+        self._cnn = output.transpose(1, 2)
+        return output
+
     def forward(self, wavs, lens=None):
         cnn, hiddens = self.encode(wavs, lens)
         last = hiddens[-1]
@@ -559,11 +567,6 @@ class HFStudent(DistilStudent):
         if init_from_teacher:
             student.copied = _copy_matching(student.model, hf.state_dict())
         return student
-
-    def _grab_cnn(self, module, inputs, output):
-        output = scale_grad(output, self.feature_grad_mult)
-        self._cnn = output.transpose(1, 2)
-        return output
 
     def encode(self, wavs, lens):
         from speechbrain.integrations.huggingface.huggingface import (
@@ -771,11 +774,6 @@ class WhisperStudent(DistilStudent):
         # the sinusoids stay fixed, as in Whisper
         self.model.embed_positions.requires_grad_(False)
         return self
-
-    def _grab_cnn(self, module, inputs, output):
-        output = scale_grad(output, self.feature_grad_mult)
-        self._cnn = output.transpose(1, 2)
-        return output
 
     def encode(self, wavs, lens):
         from robust_brain.models.whisper import (
