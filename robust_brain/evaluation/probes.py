@@ -366,8 +366,11 @@ def split_groups(rows, groups: Mapping, max_per_condition=None) -> dict:
         With a ``condition`` column (``pink_5dB``, ``reverb``, ...).
     groups : mapping
         Group -> condition families (the condition without its SNR).
-    max_per_condition : int, optional
-        Keep the first N rows of each condition.
+    max_per_condition : int or mapping, optional
+        Keep the first N rows of each condition; a mapping gives N per
+        group (a group it does not name is not capped). A one-condition
+        group such as ``clean`` needs a larger N than a group of twelve
+        conditions to be measured as finely.
 
     Returns
     -------
@@ -382,11 +385,26 @@ def split_groups(rows, groups: Mapping, max_per_condition=None) -> dict:
     ...                         "out": ["babble", "reverb"]})
     >>> {k: len(v) for k, v in g.items()}
     {'clean': 1, 'in': 2, 'out': 2}
+    >>> rows = [{"condition": c} for c in ("clean",) * 3 + ("pink_0dB",) * 3]
+    >>> g = split_groups(rows, {"clean": ["clean"], "in": ["pink"]},
+    ...                  {"clean": 3, "in": 1})
+    >>> {k: len(v) for k, v in g.items()}
+    {'clean': 3, 'in': 1}
     """
     family_group = {}
     for g, fams in groups.items():
         for f in fams:
             family_group[str(f)] = g
+    if isinstance(max_per_condition, Mapping):
+        unknown = sorted(set(max_per_condition) - set(groups))
+        if unknown:
+            raise ValueError(
+                f"max_per_condition names groups {unknown} that are not "
+                f"among {list(groups)}"
+            )
+        caps = dict(max_per_condition)
+    else:
+        caps = dict.fromkeys(groups, max_per_condition)
     out = OrderedDict((g, []) for g in groups)
     seen = Counter()
     for r in rows:
@@ -394,7 +412,8 @@ def split_groups(rows, groups: Mapping, max_per_condition=None) -> dict:
         if g is None:
             continue
         seen[r["condition"]] += 1
-        if max_per_condition and seen[r["condition"]] > max_per_condition:
+        cap = caps.get(g)
+        if cap and seen[r["condition"]] > cap:
             continue
         out[g].append(r)
     return out

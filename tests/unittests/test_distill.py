@@ -598,3 +598,16 @@ def test_probe_evaluation_and_table(corpus, tmp_path):
     assert lines[2].startswith("| teacher (reference) |")
     assert lines[3].startswith("| plain distillation |")
     assert len(lines) == 4
+
+
+def test_split_groups_caps_each_group_and_names_an_unknown_one():
+    rows = [{"condition": "clean"}] * 5 + [
+        {"condition": f"pink_{s}dB"} for s in (0, 5) for _ in range(5)
+    ]
+    groups = {"clean": ["clean"], "in_domain": ["pink"]}
+    one_cap = P.split_groups(rows, groups, 2)
+    assert [len(v) for v in one_cap.values()] == [2, 4]
+    per_group = P.split_groups(rows, groups, {"clean": 5, "in_domain": 1})
+    assert [len(v) for v in per_group.values()] == [5, 2]
+    with pytest.raises(ValueError, match="out_of_domain"):
+        P.split_groups(rows, groups, {"out_of_domain": 3})
