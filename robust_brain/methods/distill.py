@@ -211,7 +211,42 @@ class DistillBrain(DualLossBrain):
 
     Hparams read: ``teacher`` (a :class:`LayerTeacher`, kept OUT of
     ``modules``, re-frozen at every stage start), ``cos_weight`` (1.0),
-    ``train_logger`` (optional), plus the engine's.
+    ``clean_view_weight`` (0.0), ``train_logger`` (optional), plus the
+    engine's.
+
+    ``clean_view_weight`` w > 0 adds a CLEAN VIEW to training (not part
+    of either paper): the student also hears the clean utterance and is
+    distilled towards the teacher on it, so the main loss is
+    ``L(student(x_s), T(x_t)) + w L(student(x), T(x))``. A student that
+    hears distorted speech 11 times in 12 otherwise trades clean accuracy
+    for robustness. The teacher's targets are reused when its view is
+    clean (CDM-1, RobustDistiller); a batch whose student view is already
+    clean (plain) gets no second view. Training only: validation scores
+    the distorted view alone, as for every system. The two parts are
+    logged as ``distill_distorted`` and ``distill_clean``.
+
+    Example
+    -------
+    >>> from robust_brain.distortions import DistortedSpeech
+    >>> from robust_brain.models.asr import ConformerASR
+    >>> from robust_brain.models.student import build_student
+    >>> _ = torch.manual_seed(0)
+    >>> asr = ConformerASR(vocab_size=8, d_model=16, nhead=2, d_ffn=16,
+    ...     num_encoder_layers=2, num_decoder_layers=1, cnn_channels=(4, 4),
+    ...     normalize=False)
+    >>> teacher = LayerTeacher(asr)
+    >>> brain = DistillBrain(
+    ...     modules={"student": build_student(teacher, [2], num_layers=1)},
+    ...     opt_class=lambda p: torch.optim.Adam(p, 1e-3),
+    ...     hparams={"teacher": teacher, "clean_view_weight": 1.0})
+    >>> item = {"id": "a", "clean": torch.randn(3200),
+    ...         "student": torch.randn(3200), "teacher": torch.randn(3200),
+    ...         "student_ops": "gaussian", "teacher_ops": "gaussian"}
+    >>> loader = torch.utils.data.DataLoader([item, dict(item, id="b")],
+    ...     batch_size=2, collate_fn=DistortedSpeech.collate)
+    >>> brain.fit(range(1), loader)
+    >>> sorted(brain.train_stats)  # doctest: +ELLIPSIS
+    ['distill_clean', 'distill_distorted', ...]
     """
 
     loss_names = ("distill", "aux")
@@ -225,6 +260,14 @@ class DistillBrain(DualLossBrain):
             )
         self.train_stats = {}
         self.epoch = 0
+        self.clean_view_weight = float(
+            getattr(self.hparams, "clean_view_weight", 0.0) or 0.0
+        )
+        if self.clean_view_weight < 0:
+            raise ValueError(
+                f"clean_view_weight must be >= 0, got {self.clean_view_weight}"
+            )
+        self.view_stats = {"distill_distorted": [], "distill_clean": []}
 
     @property
     def teacher(self) -> LayerTeacher:
@@ -263,6 +306,20 @@ class DistillBrain(DualLossBrain):
             t_wavs, t_lens, self.target_layers
         )
         out["lens"] = lens
+        if (
+            self.clean_view_weight > 0
+            and stage == sb.Stage.TRAIN
+            and not all(op == "clean" for op in batch.student_ops)
+        ):
+            c_wavs, c_lens = batch.clean
+            clean = self.modules.student(c_wavs, c_lens)
+            if all(op == "clean" for op in batch.teacher_ops):
+                targets = out["targets"]  # the teacher already heard x
+            else:
+                targets = self.teacher.targets(
+                    c_wavs, c_lens, self.target_layers
+                )
+            out["clean_view"] = (clean["preds"], targets, c_lens)
         return out
 
     def aux_losses(self, outputs, batch, stage) -> dict:
@@ -282,18 +339,30 @@ class DistillBrain(DualLossBrain):
         -------
         dict of str to torch.Tensor
         """
+        cos_weight = float(getattr(self.hparams, "cos_weight", 1.0))
         loss, _ = distillation_loss(
             outputs["preds"],
             outputs["targets"],
             outputs["lens"],
-            cos_weight=float(getattr(self.hparams, "cos_weight", 1.0)),
+            cos_weight=cos_weight,
         )
+        if "clean_view" in outputs:
+            clean, _ = distillation_loss(
+                *outputs["clean_view"], cos_weight=cos_weight
+            )
+            self.view_stats["distill_distorted"].append(loss.item())
+            self.view_stats["distill_clean"].append(clean.item())
+            loss = loss + self.clean_view_weight * clean
         return {"distill": loss, **self.aux_losses(outputs, batch, stage)}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log; keep the last checkpoint."""
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss, **self.surgery_summary()}
+            self.train_stats.update(
+                {k: sum(v) / len(v) for k, v in self.view_stats.items() if v}
+            )
+            self.view_stats = {k: [] for k in self.view_stats}
             self.train_stats.update(self.extra_train_stats())
             return
         stats = {"loss": stage_loss}

@@ -188,8 +188,8 @@ def distill_systems(
     ``feature_grad_mult``, ``init_from_teacher``, ``distill_epochs``,
     ``distill_opt_class``, ``batch_size``, ``num_workers``,
     ``max_train_samples``, ``rule_name``, ``cos_weight``,
-    ``max_grad_norm``, ``grad_accumulation_factor``, and for
-    RobustDistiller ``enh_weight``, ``enh_hidden``, ``enh_layers``,
+    ``clean_view_weight``, ``max_grad_norm``, ``grad_accumulation_factor``,
+    and for RobustDistiller ``enh_weight``, ``enh_hidden``, ``enh_layers``,
     ``enh_dropout``; for DAT ``dat_domain``, ``dat_hidden``,
     ``dat_opt_class``, ``dat_lambda_max``, ``dat_gamma``, ``dis_step``,
     ``dat_max_grad_norm``, ``dat_balanced``.
@@ -224,6 +224,7 @@ def distill_systems(
         extra = {
             "rule_name": hparams["rule_name"],
             "cos_weight": hparams["cos_weight"],
+            "clean_view_weight": hparams["clean_view_weight"],
             "max_grad_norm": hparams["max_grad_norm"],
             "grad_accumulation_factor": hparams["grad_accumulation_factor"],
         }

@@ -447,6 +447,64 @@ def test_cdm_without_dat_has_no_aux_loss(corpus, tmp_path):
     }
 
 
+def count_teacher_calls(teacher, monkeypatch):
+    calls = []
+    targets = teacher.targets
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return targets(*args, **kwargs)
+
+    monkeypatch.setattr(teacher, "targets", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "system, teacher_calls", [("plain", 1), ("cdm1", 1), ("cdm2", 2)]
+)
+def test_clean_view_adds_the_clean_distillation_where_it_differs(
+    corpus, tmp_path, monkeypatch, system, teacher_calls
+):
+    _, rows = corpus
+    teacher = LayerTeacher(tiny_asr())
+    hp = {
+        "cdm_distorter": Distorter("single", single=["gaussian"]),
+        "rd_distorter": None,
+        "speech_level_dbfs": -25.0,
+        "seed": 0,
+    }
+    data = DP.make_distill_set(system, rows[:2], hp, "x")
+    batch = data.collate([data[0], data[1]])
+    brain, _ = make_brain(
+        D.CDMBrain, tmp_path, teacher, hp={"clean_view_weight": 0.5}
+    )
+    calls = count_teacher_calls(teacher, monkeypatch)
+    out = brain.compute_forward(batch, sb.Stage.TRAIN)
+    assert len(calls) == teacher_calls  # clean targets reused when clean
+    assert ("clean_view" in out) == (system != "plain")
+    with_view = brain.compute_objectives(out, batch, sb.Stage.TRAIN)["distill"]
+    out.pop("clean_view", None)
+    alone = brain.compute_objectives(out, batch, sb.Stage.TRAIN)["distill"]
+    if system == "plain":
+        assert with_view.item() == alone.item()
+    else:  # the clean part is a positive loss, weighted by 0.5
+        clean = brain.view_stats["distill_clean"][0]
+        assert clean > 0
+        assert with_view.item() == pytest.approx(alone.item() + 0.5 * clean)
+    # validation scores the distorted view alone
+    assert "clean_view" not in brain.compute_forward(batch, sb.Stage.VALID)
+
+
+def test_clean_view_weight_must_not_be_negative(tmp_path):
+    with pytest.raises(ValueError, match="clean_view_weight"):
+        make_brain(
+            D.CDMBrain,
+            tmp_path,
+            LayerTeacher(tiny_asr()),
+            hp={"clean_view_weight": -1.0},
+        )
+
+
 def test_bad_dat_settings(tmp_path):
     teacher = LayerTeacher(tiny_asr())
     with pytest.raises(ValueError, match="needs discriminator"):
