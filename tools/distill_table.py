@@ -7,7 +7,10 @@ Reads ``<run>/<eval_dir>/<system>.json`` (the probe results of
     python tools/distill_table.py results/distill_whisper_mini/{1986,1987,1988}
 
 ``--curves`` prints each system's training distillation loss per epoch
-(mean over the seeds) from ``save/<system>/train_log.txt``.
+(mean over the seeds) from ``save/<system>/train_log.txt``; ``--stat``
+names the logged statistic, or several tried in order (with a clean view,
+``distill_distorted,loss_distill`` is the loss on the student's own input
+for every system: plain logs no views).
 """
 
 import argparse
@@ -19,18 +22,27 @@ from pathlib import Path
 from robust_brain.evaluation.tables import DISTILL_LABELS, distill_seed_table
 
 EPOCH = re.compile(r"epoch: (\d+)")
-LOSS = re.compile(r"train loss_distill: ([-+.e0-9]+)")
 
 
-def curves(runs) -> str:
+def _stat(line: str, names) -> re.Match | None:
+    """The first of ``names`` logged as ``train <name>: <value>``."""
+    for name in names:
+        found = re.search(rf"train {re.escape(name)}: ([-+.e0-9]+)", line)
+        if found:
+            return found
+    return None
+
+
+def curves(runs, stats=("loss_distill",)) -> str:
     """The distillation loss per epoch of each system's training log
-    (``save/<system>/train_log.txt``), mean over the runs."""
+    (``save/<system>/train_log.txt``), mean over the runs; ``stats``: the
+    logged statistics to read, the first one found on each line."""
     table = {}
     for run in runs:
         for log in sorted(Path(run).glob("save/*/train_log.txt")):
             system = log.parent.name
             for line in log.read_text().splitlines():
-                epoch, loss = EPOCH.search(line), LOSS.search(line)
+                epoch, loss = EPOCH.search(line), _stat(line, stats)
                 if epoch and loss:
                     key = (system, int(epoch.group(1)))
                     table.setdefault(key, []).append(float(loss.group(1)))
@@ -61,9 +73,15 @@ def main(argv=None):
         action="store_true",
         help="the training distillation loss per epoch instead",
     )
+    p.add_argument(
+        "--stat",
+        default="loss_distill",
+        help="with --curves: the logged statistic (comma-separated: the "
+        "first one found on each line)",
+    )
     args = p.parse_args(argv)
     if args.curves:
-        print(curves(args.runs))
+        print(curves(args.runs, args.stat.split(",")))
         return 0
     dirs = [Path(run) / args.eval_dir for run in args.runs]
     missing = [str(d) for d in dirs if not d.is_dir()]

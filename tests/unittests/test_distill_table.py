@@ -42,3 +42,23 @@ def test_curves_average_the_training_logs(tmp_path, capsys):
     assert distill_table.main([*runs, "--curves"]) == 0
     out = capsys.readouterr().out
     assert "| plain distillation | 0.800 | 0.400 |" in out
+
+
+def test_curves_read_the_first_named_statistic_of_each_line(tmp_path, capsys):
+    log = tmp_path / "1" / "save" / "cdm2" / "train_log.txt"
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        "epoch: 1 - train loss: 1.5, train loss_distill: 1.5, "
+        "train distill_distorted: 0.9, train distill_clean: 0.6 - x\n"
+    )
+    plain = tmp_path / "1" / "save" / "plain" / "train_log.txt"
+    plain.parent.mkdir(parents=True)
+    plain.write_text("epoch: 1 - train loss: 0.7, train loss_distill: 0.7\n")
+    run = str(tmp_path / "1")
+    stat = "distill_distorted,loss_distill"
+    assert distill_table.main([run, "--curves", "--stat", stat]) == 0
+    out = capsys.readouterr().out
+    assert "| plain distillation | 0.700 |" in out
+    assert "| CDM-2 | 0.900 |" in out
+    assert distill_table.main([run, "--curves"]) == 0
+    assert "| CDM-2 | 1.500 |" in capsys.readouterr().out
