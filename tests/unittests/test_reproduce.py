@@ -71,8 +71,9 @@ def test_every_recipe_and_hparams_file_exists():
 
 
 def test_quick_job_is_the_default_and_resumes(tmp_path, monkeypatch):
-    """Without --full: the small corpus, then D4AM with the Whisper proxy
-    and the quick overrides; a finished run is read back."""
+    """Without --full: the small corpus, then D4AM from DeepFilterNet3
+    through the Whisper proxy with the quick overrides; a finished run is
+    read back."""
     calls = []
 
     def run(cmd, cwd=None, check=False):
@@ -87,7 +88,7 @@ def test_quick_job_is_the_default_and_resumes(tmp_path, monkeypatch):
     generate, d4am = calls
     assert generate[generate.index("--size") + 1] == "0.3"
     assert generate[generate.index("--corpus") + 1] == "mininoisy"
-    assert d4am[2].endswith("hparams/d4am_whisper_mini.yaml")
+    assert d4am[2].endswith(reproduce.QUICK_HPARAMS)
     for flag in reproduce.QUICK_D4AM:
         assert flag in d4am
     assert (out / "report.md").read_text() == "| table seed 1986 |\n"
