@@ -1,6 +1,6 @@
 """Offline reproduction (the README's main job; ``bash tools/reproduce.sh``).
 
-By default, the QUICK job (about 15 minutes on a 2-core CPU after set-up):
+By default, the QUICK job (about 26 minutes on a 2-core CPU after set-up):
 a small MiniNoisy corpus, then a small D4AM run that fine-tunes the
 pretrained DeepFilterNet3 through the real Whisper tiny.en as its frozen
 proxy, scored by the unseen Whisper base against the noisy input and the
