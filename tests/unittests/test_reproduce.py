@@ -88,8 +88,8 @@ def test_quick_job_is_the_default_and_resumes(tmp_path, monkeypatch):
     generate, d4am = calls
     assert generate[generate.index("--size") + 1] == "0.3"
     assert generate[generate.index("--corpus") + 1] == "mininoisy"
-    assert d4am[2].endswith(reproduce.QUICK_HPARAMS)
-    for flag in reproduce.QUICK_D4AM:
+    assert d4am[2].endswith(reproduce.RECIPES[reproduce.QUICK_RECIPE][1])
+    for flag in reproduce.QUICK_OVERRIDES:
         assert flag in d4am
     assert (out / "report.md").read_text() == "| table seed 1986 |\n"
     reproduce.main(["--out", str(out), "--data", str(data), "--device=cpu"])
