@@ -2,12 +2,14 @@
 
 import copy
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import speechbrain as sb
 import torch
+from ruamel.yaml import YAML
 
 from robust_brain.data.streams import (
     NoiseCorruptor,
@@ -27,7 +29,14 @@ from robust_brain.methods.d4am import (
 from robust_brain.models.asr import ConformerASR, freeze
 from robust_brain.models.demucs import Demucs
 from robust_brain.pipelines.d4am import train_enhancer_stage
-from robust_brain.surgery import D4AM, GCLB, SRPR, Sum, Weighted
+from robust_brain.surgery import (
+    D4AM,
+    GCLB,
+    SRPR,
+    Sum,
+    Weighted,
+    langevin_noise,
+)
 
 SR = 16000
 
@@ -605,3 +614,28 @@ def test_init_stage_uses_init_regression_loss(monkeypatch, tmp_path):
     assert seen["D4AM"]["epochs"] == 2
     assert seen["D4AM"]["proxy"] == "proxy"
     assert seen["D4AM"]["folder"] == tmp_path / "D4AM"
+
+
+def test_dfn3_recipe_keeps_langevin_noise_near_the_papers_scale():
+    """At the CPU recipe's small lr and 200 speech-only files, N = the set's
+    size made the noise 65x the paper's and swamp the task gradients; the
+    recipe pins the paper's N. The noise's std per unit |g|^(1/2) must stay
+    within 2x the paper's factor (lr 1e-4, N 250000: 0.028)."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "hparams" / "d4am_dfn3_mini.yaml").read_text()
+    # only the scalar settings (the file's !apply tags would build models)
+    keys = ("lr", "langevin", "langevin_num_samples")
+    lines = [ln for ln in text.splitlines() if ln.split(":")[0] in keys]
+    hp = YAML(typ="safe").load("\n".join(lines))
+    assert hp["langevin"] is True and hp["langevin_num_samples"]
+
+    def factor(lr, n):
+        torch.manual_seed(0)
+        g = torch.ones(200_000)
+        return (langevin_noise(g, lr=lr, num_samples=n) - g).std().item()
+
+    paper = factor(1e-4, 250_000)
+    assert paper == pytest.approx(0.028, rel=0.05)
+    assert factor(hp["lr"], hp["langevin_num_samples"]) < 2 * paper
+    # the failure this guards against: N = 200 speech-only files
+    assert factor(hp["lr"], 200) > 50 * paper
