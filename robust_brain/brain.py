@@ -74,7 +74,9 @@ class DualLossBrain(sb.Brain):
       parameter group each; the rest keeps ``opt_class``'s), e.g. a
       front-end trained jointly with a pretrained recogniser that needs a
       far smaller step;
-    * ``surgery_log_file``: CSV path for the per-step statistics;
+    * ``surgery_log_file``: CSV path for the per-step statistics (on
+      resume, rows past the recovered step are dropped: they are trained
+      again);
     * ``tensorboard_train_logger``: a SpeechBrain ``TensorboardLogger``.
 
     Example
@@ -138,6 +140,41 @@ class DualLossBrain(sb.Brain):
         super().on_fit_start()
         self._setup_parameters()
         self._freeze_models()
+        self._trim_surgery_log()
+
+    def _trim_surgery_log(self):
+        """Drop the log rows past the recovered optimizer step.
+
+        A run killed after its last checkpoint has logged steps that the
+        resumed run trains again; without this they would appear twice.
+        """
+        path = getattr(self.hparams, "surgery_log_file", None)
+        if not path or not os.path.exists(path):
+            return
+        if not sb.utils.distributed.if_main_process():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if len(rows) < 2:
+            return
+        header, body = rows[0], rows[1:]
+        col = header.index("step")
+        keep = [r for r in body if int(r[col]) <= self.optimizer_step]
+        if len(keep) == len(body):
+            return
+        # written aside, then swapped in: a kill here loses no rows
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(keep)
+        os.replace(tmp, path)
+        logger.info(
+            "%s: dropped %d rows past the recovered step %d",
+            path,
+            len(body) - len(keep),
+            self.optimizer_step,
+        )
 
     def init_optimizers(self):
         """SpeechBrain's optimizer, with a parameter group per module of

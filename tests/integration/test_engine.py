@@ -325,7 +325,13 @@ def test_checkpoint_resume_restores_srpr_state_and_optimizer(tmp_path):
     def build(folder):
         rule = S.D4AM(S.SRPRWeighter(window=2))
         enhancer_counter = sb.utils.epoch_loop.EpochCounter(2)
-        brain = make_brain(ToyDualBrain, surgery_rule=rule, opt="adam", lr=1e-2)
+        brain = make_brain(
+            ToyDualBrain,
+            surgery_rule=rule,
+            opt="adam",
+            lr=1e-2,
+            surgery_log_file=str(folder / "log.csv"),
+        )
         ckpt = sb.utils.checkpoints.Checkpointer(
             folder,
             recoverables={
@@ -349,6 +355,10 @@ def test_checkpoint_resume_restores_srpr_state_and_optimizer(tmp_path):
 
         return hook
 
+    def log_steps(brain):
+        with open(brain.hparams.surgery_log_file) as f:
+            return [int(r["step"]) for r in csv.DictReader(f)]
+
     # uninterrupted
     full, counter = build(tmp_path / "full")
     full.on_stage_end = on_stage_end(full)
@@ -359,12 +369,18 @@ def test_checkpoint_resume_restores_srpr_state_and_optimizer(tmp_path):
     counter.limit = 1
     part.fit(counter, loader(batches))
     alpha_mid = part.rule.weighter.alpha.item()
+    # killed after logging two steps past the checkpoint: on resume they
+    # are trained again, and logged once
+    with open(part.hparams.surgery_log_file, "a", newline="") as f:
+        csv.writer(f).writerows([[5, 0], [6, 0]])
+    assert log_steps(part) == [1, 2, 3, 4, 5, 6]
     resumed, counter = build(tmp_path / "part")
     resumed.on_stage_end = on_stage_end(resumed)
     assert "optimizer" not in resumed.checkpointer.recoverables
     resumed.fit(counter, loader(batches))
     assert "optimizer" in resumed.checkpointer.recoverables
     assert resumed.optimizer_step == full.optimizer_step == 8
+    assert log_steps(resumed) == log_steps(full) == list(range(1, 9))
     assert alpha_mid != full.rule.weighter.alpha.item()
     assert resumed.rule.weighter.alpha.item() == pytest.approx(
         full.rule.weighter.alpha.item(), abs=1e-7
