@@ -158,8 +158,20 @@ class DualLossBrain(sb.Brain):
         if len(rows) < 2:
             return
         header, body = rows[0], rows[1:]
+        if "step" not in header:
+            raise ValueError(
+                f"surgery_log_file {path} has no 'step' column: not a log "
+                "written by DualLossBrain"
+            )
         col = header.index("step")
-        keep = [r for r in body if int(r[col]) <= self.optimizer_step]
+
+        def done(row):  # a row torn by a kill mid-write is dropped too
+            try:
+                return int(row[col]) <= self.optimizer_step
+            except (ValueError, IndexError):
+                return False
+
+        keep = [r for r in body if done(r)]
         if len(keep) == len(body):
             return
         # written aside, then swapped in: a kill here loses no rows

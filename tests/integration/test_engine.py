@@ -369,11 +369,12 @@ def test_checkpoint_resume_restores_srpr_state_and_optimizer(tmp_path):
     counter.limit = 1
     part.fit(counter, loader(batches))
     alpha_mid = part.rule.weighter.alpha.item()
-    # killed after logging two steps past the checkpoint: on resume they
-    # are trained again, and logged once
+    # killed after logging two steps past the checkpoint (and mid-write
+    # on a third: a torn row): on resume they are trained again, and
+    # logged once
     with open(part.hparams.surgery_log_file, "a", newline="") as f:
         csv.writer(f).writerows([[5, 0], [6, 0]])
-    assert log_steps(part) == [1, 2, 3, 4, 5, 6]
+        f.write("7.")
     resumed, counter = build(tmp_path / "part")
     resumed.on_stage_end = on_stage_end(resumed)
     assert "optimizer" not in resumed.checkpointer.recoverables
@@ -388,3 +389,12 @@ def test_checkpoint_resume_restores_srpr_state_and_optimizer(tmp_path):
     torch.testing.assert_close(
         flat_params(resumed), flat_params(full), atol=1e-7, rtol=0
     )
+
+
+def test_surgery_log_without_step_column_is_refused(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("loss\n1.0\n")
+    brain = make_brain(ToyDualBrain, surgery_log_file=str(log))
+    with pytest.raises(ValueError, match="no 'step' column"):
+        fit(brain, make_batches(1))
+    assert log.read_text() == "loss\n1.0\n"
