@@ -49,6 +49,7 @@ import speechbrain as sb
 import torch
 import torch.distributed as dist
 
+from robust_brain.fileio import atomic_path
 from robust_brain.surgery import Sum, average_across_ranks
 
 logger = logging.getLogger(__name__)
@@ -175,12 +176,10 @@ class DualLossBrain(sb.Brain):
         if len(keep) == len(body):
             return
         # written aside, then swapped in: a kill here loses no rows
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(keep)
-        os.replace(tmp, path)
         logger.info(
             "%s: dropped %d rows past the recovered step %d",
             path,

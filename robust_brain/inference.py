@@ -18,12 +18,14 @@ trained and evaluated at), as the project's evaluation does.
 
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
 
 import torch
 from speechbrain.inference.enhancement import WaveformEnhancement
 from speechbrain.inference.interfaces import Pretrained
+
+from robust_brain.fileio import atomic_path
 
 __all__ = [
     "Enhancer",
@@ -378,14 +380,15 @@ def write_pretrained(
         f"    loadables:\n{loadables}    paths:\n{paths}"
     )
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, (_, part) in parts.items():
-        state = {k: v.detach().cpu() for k, v in part.state_dict().items()}
-        torch.save(state, folder / f".{name}.ckpt.tmp")
-    (folder / ".hyperparams.yaml.tmp").write_text(text, encoding="utf-8")
-    for name in parts:
-        os.replace(folder / f".{name}.ckpt.tmp", folder / f"{name}.ckpt")
-    os.replace(folder / ".hyperparams.yaml.tmp", folder / "hyperparams.yaml")
+    # every file is written before any is renamed; the stack renames in
+    # reverse order, so hyperparams.yaml (entered first) comes last
+    with contextlib.ExitStack() as stack:
+        yaml_tmp = stack.enter_context(atomic_path(folder / "hyperparams.yaml"))
+        for name, (_, part) in parts.items():
+            state = {k: v.detach().cpu() for k, v in part.state_dict().items()}
+            ckpt = stack.enter_context(atomic_path(folder / f"{name}.ckpt"))
+            torch.save(state, ckpt)
+        yaml_tmp.write_text(text, encoding="utf-8")
     return folder
 
 

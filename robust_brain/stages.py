@@ -17,14 +17,13 @@ best-WER or best-loss checkpoint) stays with the method.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import speechbrain as sb
 
 from robust_brain.brain import DualLossBrain
+from robust_brain.fileio import write_text_atomic
 
 __all__ = [
     "SelectedCheckpoint",
@@ -119,11 +118,7 @@ def check_stage_settings(folder, settings: Mapping) -> None:
             )
         return
     if sb.utils.distributed.if_main_process():
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(new, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(new, indent=1, sort_keys=True))
 
 
 def fit_stage(

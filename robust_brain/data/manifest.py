@@ -10,9 +10,10 @@ replacements={"data_root": folder})``).
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from robust_brain.fileio import atomic_path
 
 #: Clean transcribed speech (LibriSpeech-style).
 SPEECH_COLUMNS = ("ID", "duration", "wav", "spk_id", "wrd")
@@ -111,25 +112,16 @@ def write_csv_atomic(
     False
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for i, row in enumerate(rows):
-                if sorted(row) != sorted(columns):
-                    raise ValueError(
-                        f"row {i} of {path}: columns {sorted(row)} != "
-                        f"{sorted(columns)}"
-                    )
-                writer.writerow([row[c] for c in columns])
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i, row in enumerate(rows):
+            if sorted(row) != sorted(columns):
+                raise ValueError(
+                    f"row {i} of {path}: columns {sorted(row)} != "
+                    f"{sorted(columns)}"
+                )
+            writer.writerow([row[c] for c in columns])
     return path
 
 

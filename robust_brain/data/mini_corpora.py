@@ -84,6 +84,7 @@ from robust_brain.data.manifest import (
     write_csv_atomic,
 )
 from robust_brain.data.tts import Voice
+from robust_brain.fileio import atomic_path, write_text_atomic
 
 FS = 16000
 #: Bump when the generated content changes for a given configuration.
@@ -555,16 +556,14 @@ def write_wav(path: Path, x: np.ndarray, subtype: str = "PCM_16") -> int:
     int
         Number of samples written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if subtype == "FLOAT":
-        # scipy writes no PEAK chunk (libsndfile's holds a timestamp,
-        # which would make identical corpora differ byte-wise)
-        wavfile.write(tmp, FS, np.asarray(x, dtype=np.float32))
-    else:
-        x = np.clip(x, -1.0, 32767 / 32768)
-        sf.write(tmp, x, FS, subtype=subtype, format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if subtype == "FLOAT":
+            # scipy writes no PEAK chunk (libsndfile's holds a timestamp,
+            # which would make identical corpora differ byte-wise)
+            wavfile.write(tmp, FS, np.asarray(x, dtype=np.float32))
+        else:
+            x = np.clip(x, -1.0, 32767 / 32768)
+            sf.write(tmp, x, FS, subtype=subtype, format="WAV")
     return int(x.shape[0])
 
 
@@ -580,13 +579,11 @@ def _link(src: Path, dst: Path) -> None:
     """Hard-link (or copy) ``src`` to ``dst`` atomically unless present."""
     if dst.exists():
         return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def _frames(path: Path) -> int:
@@ -657,9 +654,7 @@ def _task_room(parts: list, prefix: str) -> int:
         files.append(p.name)
     room["files"] = files
     meta = Path(prefix + ".json")
-    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(room))
-    os.replace(tmp, meta)
+    write_text_atomic(meta, json.dumps(room))
     return 1
 
 
@@ -1093,16 +1088,15 @@ def _begin(root: Path, config: dict, log: Callable[[str], None]) -> bool:
         )
     root.mkdir(parents=True, exist_ok=True)
     if not started.exists():
-        tmp = root / ".config.json.tmp"
-        tmp.write_text(json.dumps(config, indent=1))
-        os.replace(tmp, started)
+        write_text_atomic(started, json.dumps(config, indent=1))
     return False
 
 
 def _finish(root: Path, config: dict, stats: dict) -> None:
-    tmp = root / ".complete.tmp"
-    tmp.write_text(json.dumps({"config": config, "stats": stats}, indent=1))
-    os.replace(tmp, root / ".complete")
+    write_text_atomic(
+        root / ".complete",
+        json.dumps({"config": config, "stats": stats}, indent=1),
+    )
     (root / ".config.json").unlink(missing_ok=True)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from robust_brain.evaluation.metrics import SIGNAL_METRICS, WordErrors
+from robust_brain.fileio import atomic_path, write_text_atomic
 
 #: Columns a table can be grouped by, in printing order.
 GROUPINGS = ("condition", "noise_type", "snr_db", "rt60")
@@ -315,12 +316,10 @@ def summarise(result, groupings: Sequence[str] | None = None) -> dict:
 
 def _write_csv(path: Path, rows: Sequence[dict]):
     columns = list(OrderedDict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _is_clean(row) -> bool:
@@ -451,10 +450,9 @@ def plot_wer_vs_snr(rows: Sequence[dict], path: str | os.PathLike) -> bool:
     axes[0].set_ylim(0, max(10.0, 1.05 * top))
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 
@@ -488,9 +486,10 @@ def write_results(
         paths["signal"] = out / "signal.csv"
         _write_csv(paths["signal"], result.signal_rows)
     paths["summary"] = out / "summary.json"
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summarise(result), indent=1, allow_nan=True))
-    os.replace(tmp, paths["summary"])
+    write_text_atomic(
+        paths["summary"],
+        json.dumps(summarise(result), indent=1, allow_nan=True),
+    )
     paths["markdown"] = out / "results.md"
     text = (header.rstrip() + "\n\n" if header else "") + format_report(
         result, wide=wide
@@ -585,8 +584,7 @@ def plot_surgery_log(
             ax.set_yscale("log")
     axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()
-    tmp = Path(png_path).with_name(Path(png_path).name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)
     return True

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from pathlib import Path
 import soundfile as sf
 
 from robust_brain.data.manifest import write_csv_atomic
+from robust_brain.fileio import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -702,17 +702,9 @@ def write_manifests(
         opts_file = options_path(path)
         opts_file.unlink(missing_ok=True)
         write_csv_atomic(path, rows, columns)
-        fd, tmp = tempfile.mkstemp(
-            dir=opts_file.parent, prefix=f".{opts_file.name}.", suffix=".tmp"
+        write_text_atomic(
+            opts_file, json.dumps(options, indent=2, sort_keys=True) + "\n"
         )
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(options, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, opts_file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
 
 
 def manifest_paths(

@@ -31,7 +31,6 @@ in SpeechBrain's recipe), removed from ``train``.
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from math import gcd
 from pathlib import Path
@@ -49,6 +48,7 @@ from robust_brain.data.prepare.common import (
     prepare_text,
     run_preparation,
 )
+from robust_brain.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -275,12 +275,5 @@ def _resample_file(original: Path, copy: Path, sample_rate: int) -> None:
     if rate != sample_rate:
         g = gcd(rate, sample_rate)
         signal = resample_poly(signal, sample_rate // g, rate // g, axis=0)
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=copy.parent, prefix=".", suffix=".wav")
-    os.close(fd)
-    try:
-        sf.write(tmp, signal, sample_rate, subtype="PCM_16")
-        os.replace(tmp, copy)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(copy) as tmp:
+        sf.write(tmp, signal, sample_rate, subtype="PCM_16", format="WAV")
