@@ -1,22 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check: engine overhead at the papers' sizes and the D4AM step
-# with a Whisper proxy, on one CUDA device, in well under 10 minutes.
+# The GPU check: engine overhead at the papers' sizes, the D4AM step
+# with a Whisper proxy, then GPIT's separator pre-trained for 4 minutes
+# (tools/gpu_separator.sh), on one CUDA device, in under 10 minutes.
 # Needs only the repository, .whl/ and .gpu/ (tools/gpu_prepare.sh). Run
-# by the device tool (carry [".whl", ".gpu"]); figures go to $OUT (or
-# results/gpu_check). On a CPU, `DRY_RUN=1 bash tools/gpu_check.sh` runs
-# every step at toy sizes to check the script itself.
+# by the device tool (carry [".whl", ".gpu"]); figures go to $WORK
+# (default results/gpu_check) and, where $OUT is set (the device), into
+# two archives there: gpu_check.tar.gz and separator_weights.tar.gz (the
+# tool returns 8 files at most). On a CPU, `DRY_RUN=1 bash
+# tools/gpu_check.sh` runs every step at toy sizes to check the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-results/gpu_check}
+out=${WORK:-results/gpu_check}
 mkdir -p "$out"
-if [ -d .whl ] && ! python3 -c "import speechbrain" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile \
-        --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-py=${PYTHON:-python3}
+source tools/gpu_env.sh
 bench() {  # name, then benchmark arguments
     local name=$1
     shift
@@ -42,4 +38,14 @@ for model in tiny.en base; do
     bench "whisper_${model}_b8" --scenario whisper --whisper \
         ".gpu/whisper-$model" --precision bf16 --batch_size 8 --seconds 4
 done
+if [ -d .gpu/miniwhamr8k ]; then
+    WORK="$out" bash tools/gpu_separator.sh || echo "=== separator FAILED ($?)"
+fi
+if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/gpu_check.tar.gz" -C "$out" --exclude=./separator/run \
+        --exclude=./separator/weights .
+    if [ -d "$out/separator/weights" ]; then
+        tar czf "$OUT/separator_weights.tar.gz" -C "$out/separator" weights
+    fi
+fi
 echo "figures in $out"

@@ -5,7 +5,10 @@
 #   .whl/  wheels for its Python 3.12 (SpeechBrain and the few packages
 #          its image does not hold), installed there with --no-deps;
 #   .gpu/  the Whisper tiny.en and base configs and tokenizers WITHOUT
-#          weights: the check times random weights of the real shapes.
+#          weights: the check times random weights of the real shapes;
+#          miniwhamr8k/, 40 MiB of MiniWHAMR at 8 kHz as FLAC (cv 40,
+#          tt 50 rows, then as many tr rows as fit) for the separator's
+#          pre-training (tools/gpu_separator.sh).
 # Then: device run, carry [".whl", ".gpu"], command "bash tools/gpu_check.sh".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +37,11 @@ for model in ("tiny.en", "base"):
         if f.suffix not in (".safetensors", ".bin"):
             shutil.copy2(f, dst / f.name)
 PY
+[ -f data/MiniWHAMR/tr_max.csv ] ||
+    "$venv/bin/python" -m robust_brain.data.generate --corpus miniwhamr \
+        --out data
+"$venv/bin/python" -m robust_brain.data.subset --out .gpu/miniwhamr8k \
+    --sample_rate 8000 --budget_mib 40 \
+    data/MiniWHAMR/cv_max.csv:40:mix_wav,s1_wav,s2_wav \
+    data/MiniWHAMR/tt_max.csv:50 data/MiniWHAMR/tr_max.csv
 du -sh .whl .gpu

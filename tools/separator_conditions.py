@@ -41,7 +41,10 @@ def main(argv=None):
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--max_items", type=int, default=100)
     args, overrides = parser.parse_known_args(argv)
-    overrides = dict(o.lstrip("-").split("=", 1) for o in overrides)
+    # YAML, as the recipe's --key=value: numbers stay numbers
+    overrides = "\n".join(
+        ": ".join(o.lstrip("-").split("=", 1)) for o in overrides
+    )
     with open(args.hparams, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     separator = hparams["separator"].eval()
