@@ -230,8 +230,12 @@ def check_curriculum(hparams):
 
 
 def record_stage(hparams, name, brain, seconds):
-    """Optimizer steps and wall time of the stages trained (stages.json)."""
+    """Optimizer steps and wall time of the stages trained (stages.json);
+    a finished stage run again only reloads (no epoch, no stats): its
+    record stays the one its training wrote."""
     if not sb.utils.distributed.if_main_process() or not brain.optimizer_step:
+        return
+    if not brain.last_stats:
         return
     path = Path(hparams["output_folder"]) / "stages.json"
     info = json.loads(path.read_text()) if path.exists() else {}

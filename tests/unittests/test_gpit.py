@@ -657,6 +657,28 @@ def test_curriculum_refuses_a_pretrain_stage_trained_without_it(tmp_path):
     recipe.check_curriculum(hparams)  # the curriculum's own pretrain stage
 
 
+def test_a_reloaded_stage_keeps_the_record_of_its_training(tmp_path):
+    """stages.json: a stage that trained records its steps and seconds; a
+    finished stage run again (nothing trained, no stats) leaves it."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).parents[2] / "recipes" / "WHAMR" / "train_gpit.py"
+    spec = importlib.util.spec_from_file_location("train_gpit", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    hparams = {"output_folder": str(tmp_path)}
+    trained = SimpleNamespace(optimizer_step=250, last_stats={"si_sdri": 2.5})
+    recipe.record_stage(hparams, "pretrain", trained, 120.0)
+    reloaded = SimpleNamespace(optimizer_step=250, last_stats={})
+    recipe.record_stage(hparams, "pretrain", reloaded, 0.4)
+    info = json.loads((tmp_path / "stages.json").read_text())
+    assert info["pretrain"]["seconds"] == 120.0
+    assert info["pretrain"]["valid"] == {"si_sdri": 2.5}
+
+
 # ------------------------------------------- WHAMR!'s four conditions
 def test_condition_sisdri_on_whamr_components(tmp_path):
     """The mixture itself improves nothing in any condition; the oracle
