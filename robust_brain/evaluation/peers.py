@@ -387,7 +387,9 @@ def _parse_value(text: str):
 
 def build_peer(spec: str) -> Peer:
     """A peer from ``NAME[:key=value[:key=value...]]`` (the part after
-    ``peer:`` of a system spec).
+    ``peer:`` of a system spec). ``key value`` reads as ``key=value``:
+    SpeechBrain's ``--key=value`` command line turns every ``=`` of an
+    override into a space, ``--eval_peers`` included.
 
     Arguments
     ---------
@@ -403,6 +405,8 @@ def build_peer(spec: str) -> Peer:
     -------
     >>> build_peer("deepfilternet3:atten_lim_db=12").options
     {'atten_lim_db': 12.0}
+    >>> build_peer("deepfilternet3:atten_lim_db 6").options
+    {'atten_lim_db': 6.0}
     >>> build_peer("noisereduce:stationary=1").name
     'noisereduce:stationary=true'
     >>> build_peer("dfn")
@@ -422,7 +426,10 @@ def build_peer(spec: str) -> Peer:
         )
     kwargs = {}
     for item in items:
-        key, sep, value = (s.strip() for s in item.partition("="))
+        key, sep, value = item.partition("=")
+        if not sep:
+            key, sep, value = item.strip().partition(" ")
+        key, value = key.strip(), value.strip()
         valid = ", ".join(cls.OPTIONS) or "none"
         if not sep or not key:
             raise ValueError(

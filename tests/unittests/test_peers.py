@@ -182,3 +182,20 @@ def test_make_system():
     assert system.two_args and system.fn.name == "rnnoise"
     with pytest.raises(ValueError, match="unknown peer"):
         make_system("peer:nope")
+
+
+def test_a_peer_option_survives_speechbrains_command_line():
+    """--eval_peers given on a recipe's command line: SpeechBrain's parser
+    turns the option's '=' into a space, and the same peer is built."""
+    import speechbrain as sb
+    from hyperpyyaml import load_hyperpyyaml
+
+    _, _, overrides = sb.parse_arguments(
+        ["h.yaml", "--eval_peers={DFN3-6dB: deepfilternet3:atten_lim_db=6}"]
+    )
+    yaml = "eval_peers:\n    DFN3-6dB: deepfilternet3:atten_lim_db=9"
+    spec = load_hyperpyyaml(yaml, overrides)["eval_peers"]
+    assert (
+        build_peer(spec["DFN3-6dB"]).name
+        == build_peer("deepfilternet3:atten_lim_db=6").name
+    )
