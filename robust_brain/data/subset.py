@@ -19,7 +19,6 @@ reads it with ``--data_folder`` alone.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import os
 import shutil
@@ -31,7 +30,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from robust_brain.data.manifest import write_csv_atomic
+from robust_brain.data.manifest import read_manifest, write_csv_atomic
 
 __all__ = ["pack_subset"]
 
@@ -138,9 +137,8 @@ def pack_subset(
     try:
         for manifest, wanted, chosen in manifests:
             manifest = Path(manifest)
-            with open(manifest, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                header, rows = list(reader.fieldnames or []), list(reader)
+            rows = read_manifest(manifest)  # unique IDs, valid durations
+            header = list(rows[0]) if rows else []
             audio = [c for c in header if c.endswith("_wav")]
             columns = audio if chosen is None else list(chosen)
             unknown = sorted(set(columns) - set(audio))
