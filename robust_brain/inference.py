@@ -369,15 +369,17 @@ def write_pretrained(
     loadables = "".join(
         f"        {name}: !ref <{ref}>\n" for name, (ref, _) in parts.items()
     )
-    paths = "".join(f"        {name}: {name}.ckpt\n" for name in parts)
     header = "".join(f"# {line}\n" for line in description.splitlines())
     text = (
         f"{header}# Load: {interface}.from_hparams(source=<this folder>)\n"
         + "".join(f"{k}: {_yaml_value(v)}\n" for k, v in settings.items())
         + build.rstrip("\n")
         + f"\nmodules:\n    {key}: !ref <{key}>\n"
+        # no `paths`: the Pretrainer then fetches <name>.ckpt from the
+        # source, wherever savedir is (a listed relative path would be
+        # read from the working directory)
         "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
-        f"    loadables:\n{loadables}    paths:\n{paths}"
+        f"    loadables:\n{loadables}"
     )
     folder = Path(folder)
     # every file is written before any is renamed; the stack renames in

@@ -59,7 +59,7 @@ def test_a_model_without_config_is_refused_by_name(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_separator_folder_rebuilds_the_same_separator(tmp_path):
+def test_separator_folder_rebuilds_the_same_separator(tmp_path, monkeypatch):
     """A separator built by the GPIT hparams (non-default sizes given as
     overrides) is written with the yaml that built it, loaded with
     from_hparams and separates as the original; separate_file writes one
@@ -100,6 +100,12 @@ def test_separator_folder_rebuilds_the_same_separator(tmp_path):
     with torch.no_grad():
         expected = sep(mix)
     assert torch.allclose(loaded.separate_batch(mix), expected, atol=1e-5)
+    # loaded into another savedir, from another working directory
+    monkeypatch.chdir(tmp_path)
+    elsewhere = Separator.from_hparams(
+        source=str(folder), savedir=str(tmp_path / "loaded")
+    )
+    assert torch.allclose(elsewhere.separate_batch(mix), expected, atol=1e-5)
     sf.write(tmp_path / "mix.wav", mix[0].numpy(), 16000)
     est = loaded.separate_file(tmp_path / "mix.wav", savedir=tmp_path / "o")
     assert est.shape == (4000, 2)
