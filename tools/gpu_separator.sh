@@ -8,7 +8,9 @@
 # masknet, decoder .ckpt + hyperparams.yaml: --pretrained_separator=<it>)
 # and scored per WHAMR! condition on the subset's tt rows. Called by
 # tools/gpu_check.sh; alone: `WORK=<folder> bash tools/gpu_separator.sh`.
-# On a CPU, `DRY_RUN=1 bash tools/gpu_separator.sh` runs it at toy size.
+# On a CPU, `DRY_RUN=1 bash tools/gpu_separator.sh` runs it at toy size
+# (SEPARATOR_DATA: another packed corpus; SEPARATOR_PRE_EPOCHS: an end
+# before the budget, as the tests use it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/gpu_env.sh
@@ -32,7 +34,7 @@ if [ -n "${DRY_RUN:-}" ]; then
         --tasnet_hidden=8 --tasnet_blocks=1 --tasnet_repeats=1
         --dynamic_mixing_items=4 --valid_max_items=2 --batch_size=2)
     # stopped by the budget, as on the GPU
-    epochs=(1 1000)
+    epochs=(1 "${SEPARATOR_PRE_EPOCHS:-1000}")
     budget=${SEPARATOR_SECONDS:-40}
     tt=2
 else
