@@ -22,7 +22,9 @@ sets others. Jointly trained systems (GR) keep their two evaluations apart:
 on what a greedy decoder's repetition loop can add, the same for every
 system, as a decoder with that length limit would give. ``--eval_dir``
 reads another evaluation folder of the runs than ``eval`` (e.g. a
-re-evaluation with another decoding).
+re-evaluation with another decoding). ``--voices piper,festival`` keeps
+the utterances of those voice families (the first part of ``spk_id``):
+MiniNoisy's TTS test mixes natural voices with robotic espeak ones.
 """
 
 import argparse
@@ -95,7 +97,13 @@ def main(argv=None):
         default="eval",
         help="the runs' evaluation folder (e.g. a re-evaluation's)",
     )
+    p.add_argument(
+        "--voices",
+        default="",
+        help="comma-separated voice families (spk_id's first part) to keep",
+    )
     args = p.parse_args(argv)
+    voices = {v for v in args.voices.split(",") if v}
     durations = {}
     if args.cap is not None:
         if not args.manifest:
@@ -117,6 +125,10 @@ def main(argv=None):
             rows = list(csv.DictReader(f))
         if args.part == "own":
             rows = [own_row(r) for r in rows]
+        if voices:
+            if rows and "spk_id" not in rows[0]:
+                raise SystemExit(f"--voices: {path} has no spk_id column")
+            rows = [r for r in rows if r["spk_id"].split("-")[0] in voices]
         if args.cap is not None:
             rows = [capped(r, args.cap, durations) for r in rows]
         rows_by_seed[Path(run).name if unique else str(run)] = rows

@@ -130,3 +130,27 @@ def test_cap_bounds_a_repetition_loop(tmp_path, capsys):
     argv += ["--cap", "2", "--manifest", str(manifest)]
     assert seed_table.main(argv) == 0
     assert "| A | 1 | 150.0 ± 0.0 |" in capsys.readouterr().out
+
+
+def test_voices_keep_one_family_of_speakers(tmp_path, capsys):
+    """--voices pools only the utterances of the named voice families."""
+    path = tmp_path / "1" / "eval" / "test" / "utterances.csv"
+    path.parent.mkdir(parents=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, [*COLUMNS, "n_ref", "spk_id"])
+        w.writeheader()
+        for utt, spk, sub in (("a", "piper-joe", 1), ("b", "espeak-m1", 9)):
+            w.writerow(
+                {"ID": utt, "system": "NOIS", "recogniser": "base",
+                 "condition": "pink_0dB", "sub": sub, "del": 0, "ins": 0,
+                 "n_ref": 10, "spk_id": spk}
+            )  # fmt: skip
+    argv = [str(tmp_path / "1"), "--recogniser", "base"]
+    argv += ["--groups", "low=pink_0dB"]
+    assert seed_table.main(argv) == 0
+    assert "| NOIS | 1 | 50.0 ± 0.0 |" in capsys.readouterr().out
+    assert seed_table.main([*argv, "--voices", "piper"]) == 0
+    assert "| NOIS | 1 | 10.0 ± 0.0 |" in capsys.readouterr().out
+    write_run(tmp_path / "2", {("NOIS", "base", "pink_0dB"): 5})
+    with pytest.raises(SystemExit, match="no spk_id column"):
+        seed_table.main([str(tmp_path / "2"), "--voices", "piper"])
