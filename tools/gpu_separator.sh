@@ -71,10 +71,14 @@ echo "epochs finished: clean dynamic mixing $dm, WHAMR! task $pre"
     echo "no WHAMR!-task epoch finished in $budget s" >&2
     exit 1
 }
-# nothing left to train: reload the last epochs, write the separator
-"$py" recipes/WHAMR/train_gpit.py "${args[@]}" --device="$device" \
-    --dynamic_mixing_epochs="$dm" --pretrain_epochs="$pre" \
-    >>"$work/train.log" 2>&1
+if [ "$rc" -eq 124 ]; then
+    # stopped by the budget: reload the last finished epochs (nothing
+    # left to train) and write the separator as a finished run does
+    "$py" recipes/WHAMR/train_gpit.py "${args[@]}" --device="$device" \
+        --dynamic_mixing_epochs="$dm" --pretrain_epochs="$pre" \
+        >>"$work/train.log" 2>&1
+fi
+rm -rf "$work/weights"
 cp -r "$run/save/pretrained/pre-trained" "$work/weights"
 for stage in pretrain_dm pretrain; do
     cp "$run/save/$stage/train_log.txt" "$work/${stage}_log.txt"
