@@ -230,6 +230,7 @@ def evaluate_probes(
     batch_size: int = 8,
     device: str = "cpu",
     seed: int = 0,
+    probe_seed: int | None = None,
 ) -> list[dict]:
     """Frozen features + small trained heads, per system and group.
 
@@ -265,6 +266,12 @@ def evaluate_probes(
     batch_size : int
     device : str
     seed : int
+        Seeds the online distortions of the evaluation groups and, unless
+        ``probe_seed`` is given, the heads.
+    probe_seed : int, optional
+        Seeds the heads' initialisation and batch order alone: probing
+        the same features with several values measures how much of a
+        difference between systems is the probe's own noise.
 
     Returns
     -------
@@ -273,6 +280,7 @@ def evaluate_probes(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    head_seed = seed if probe_seed is None else probe_seed
     train_wavs = [_load_level(r["wav"], level_dbfs) for r in train_rows]
     texts = [r["wrd"] for r in train_rows]
     tokens = [tokenizer.encode_as_ids(t) for t in texts]
@@ -321,7 +329,7 @@ def evaluate_probes(
             probe_epochs,
             probe_lr,
             probe_hidden,
-            seed,
+            head_seed,
         )
         cls = _train_probe(
             feats,
@@ -331,9 +339,9 @@ def evaluate_probes(
             probe_epochs,
             probe_lr,
             probe_hidden,
-            seed,
+            head_seed,
         )
-        row = {"system": name}
+        row = {"system": name, "probe_seed": head_seed}
         if params and name in params:
             row["params"] = int(params[name])
         if teacher_params:

@@ -324,7 +324,8 @@ def evaluate_from_hparams(
 
     Reads ``eval_folder``, ``output_folder``, ``eval_teacher``,
     ``probe_feature``, ``probe_epochs``, ``probe_lr``, ``probe_hidden``,
-    ``kws_classes``, ``speech_level_dbfs``, ``eval_batch_size``, ``seed``.
+    ``kws_classes``, ``speech_level_dbfs``, ``eval_batch_size``, ``seed``
+    and ``probe_seed`` (optional; the heads' seed, default ``seed``).
 
     Arguments
     ---------
@@ -369,6 +370,7 @@ def evaluate_from_hparams(
         batch_size=hparams["eval_batch_size"],
         device=device,
         seed=hparams["seed"],
+        probe_seed=hparams.get("probe_seed"),
     )
     table = distill_table(hparams["eval_folder"], list(eval_groups), title)
     if sb.utils.distributed.if_main_process():

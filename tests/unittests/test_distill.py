@@ -1,6 +1,8 @@
 """Distillation (robust_brain.models.student, robust_brain.methods.distill):
 GRL, losses, students, RobustDistiller's head, CDM setups, DAT."""
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -656,6 +658,52 @@ def test_probe_evaluation_and_table(corpus, tmp_path):
     assert lines[2].startswith("| teacher (reference) |")
     assert lines[3].startswith("| plain distillation |")
     assert len(lines) == 4
+
+
+def test_probe_seed_reseeds_the_heads_not_the_distortions(
+    corpus, tmp_path, monkeypatch
+):
+    _, rows = corpus
+
+    class Tok:
+        def encode_as_ids(self, text):
+            return [ord(c) - 63 for c in text.replace(" ", "")]
+
+        def decode_ids(self, ids):
+            return "".join(chr(i + 63) for i in ids)
+
+        def get_piece_size(self):
+            return 30
+
+    heads, draws = [], []
+    train = P._train_probe
+
+    def spy(*args):
+        heads.append(args[-1])
+        return train(*args)
+
+    def distorter(wav, rng):
+        draws.append(int(rng.integers(1 << 30)))
+        return wav, {}
+
+    monkeypatch.setattr(P, "_train_probe", spy)
+    student = build_student(LayerTeacher(tiny_asr()), [2, 4])
+    for probe_seed in (None, 7):
+        P.evaluate_probes(
+            {"plain": student},
+            rows,
+            {"in_domain": (rows[:2], distorter)},
+            Tok(),
+            tmp_path / str(probe_seed),
+            probe_epochs=1,
+            kws_classes=2,
+            seed=3,
+            probe_seed=probe_seed,
+        )
+    assert heads == [3, 3, 7, 7]  # CTC and first-word heads, per run
+    assert draws[:2] == draws[2:]  # the same distorted inputs
+    saved = json.loads((tmp_path / "7" / "plain.json").read_text())
+    assert saved["probe_seed"] == 7
 
 
 def test_split_groups_caps_each_group_and_names_an_unknown_one():
