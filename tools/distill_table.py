@@ -6,6 +6,12 @@ Reads ``<run>/<eval_dir>/<system>.json`` (the probe results of
 
     python tools/distill_table.py results/distill_whisper_mini/{1986,1987,1988}
 
+``--eval_dir a,b,c`` names several evaluation folders of each run (its
+students probed with several head seeds, ``--probe_seed``): each run's
+numbers are averaged over them first, then mean ± std over the runs.
+``--versus plain`` prints each system minus plain per seed and on the
+mean instead (the paired comparison).
+
 ``--curves`` prints each system's training distillation loss per epoch
 (mean over the seeds) from ``save/<system>/train_log.txt``; ``--stat``
 names the logged statistic, or several tried in order (with a clean view,
@@ -19,7 +25,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from robust_brain.evaluation.tables import DISTILL_LABELS, distill_seed_table
+from robust_brain.evaluation.tables import (
+    DISTILL_LABELS,
+    distill_difference_table,
+    distill_seed_table,
+)
 
 EPOCH = re.compile(r"epoch: (\d+)")
 
@@ -64,10 +74,20 @@ def curves(runs, stats=("loss_distill",)) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run folders, one per seed")
-    p.add_argument("--eval_dir", default="eval")
+    p.add_argument(
+        "--eval_dir",
+        default="eval",
+        help="evaluation folder of each run; comma-separated: several "
+        "probes of each run, averaged",
+    )
     p.add_argument("--groups", default="clean,in_domain,out_of_domain")
     p.add_argument("--metrics", default="wer,acc", help="wer, cer, acc")
     p.add_argument("--title", default="")
+    p.add_argument(
+        "--versus",
+        metavar="SYSTEM",
+        help="each system minus SYSTEM, per seed and on the mean",
+    )
     p.add_argument(
         "--curves",
         action="store_true",
@@ -83,21 +103,30 @@ def main(argv=None):
     if args.curves:
         print(curves(args.runs, args.stat.split(",")))
         return 0
-    dirs = [Path(run) / args.eval_dir for run in args.runs]
-    missing = [str(d) for d in dirs if not d.is_dir()]
+    names = args.eval_dir.split(",")
+    dirs = [[Path(run) / name for name in names] for run in args.runs]
+    missing = [str(d) for run in dirs for d in run if not d.is_dir()]
     if missing:
         print(f"no {', '.join(missing)}", file=sys.stderr)
         return 1
-    seeds = ", ".join(Path(run).name for run in args.runs)
-    title = args.title or f"probes, mean ± std over seeds {seeds}"
-    print(
-        distill_seed_table(
-            dirs,
-            args.groups.split(","),
-            args.metrics.split(","),
-            title,
+    seeds = [Path(run).name for run in args.runs]
+    probes = f" ({len(names)} probes each)" if len(names) > 1 else ""
+    groups, metrics = args.groups.split(","), args.metrics.split(",")
+    if args.versus:
+        title = args.title or (
+            f"minus {DISTILL_LABELS.get(args.versus, args.versus)}, "
+            f"per seed{probes}"
         )
+        print(
+            distill_difference_table(
+                dirs, args.versus, groups, metrics, seeds, title
+            )
+        )
+        return 0
+    title = args.title or (
+        f"probes, mean ± std over seeds {', '.join(seeds)}{probes}"
     )
+    print(distill_seed_table(dirs, groups, metrics, title))
     return 0
 
 

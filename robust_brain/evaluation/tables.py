@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 from collections import OrderedDict
@@ -471,11 +472,30 @@ def gpit_table(
 
 
 def _probe_rows(eval_dir) -> dict:
-    """System -> the probe results of ``<eval_dir>/<system>.json``."""
+    """System -> the probe results of ``<eval_dir>/<system>.json``; for a
+    sequence of folders (one run probed with several head seeds), each
+    number averaged over the folders that hold it."""
+    if not isinstance(eval_dir, str | os.PathLike):
+        return _mean_probe_rows([_probe_rows(d) for d in eval_dir])
     rows = {}
     for p in sorted(Path(eval_dir).glob("*.json")):
         row = json.loads(p.read_text())
         rows[row["system"]] = row
+    return rows
+
+
+def _mean_probe_rows(probes: Sequence[dict]) -> dict:
+    """Average the numeric fields of each system over several probes."""
+    rows = {}
+    for system in _unique(s for probe in probes for s in probe):
+        found = [probe[system] for probe in probes if system in probe]
+        row = dict(found[0])
+        for key, value in row.items():
+            if isinstance(value, float):
+                values = [r[key] for r in found if key in r]
+                row[key] = statistics.fmean(values)
+        row["probes"] = len(found)
+        rows[system] = row
     return rows
 
 
@@ -540,8 +560,9 @@ def distill_seed_table(
 
     Arguments
     ---------
-    eval_dirs : sequence of path-like
-        One evaluation folder per seed.
+    eval_dirs : sequence of path-like, or of sequences of them
+        One evaluation folder per seed; or, per seed, the folders of its
+        probes with several head seeds (``probe_seed``), averaged first.
     groups : sequence of str
     metrics : sequence of str
         ``wer``, ``cer`` and/or ``acc`` (first-word accuracy).
@@ -592,4 +613,89 @@ def distill_seed_table(
         body.append(cells)
     heads = ["system", "n", "% teacher"]
     heads += [f"{names[k]} {g}" for k in metrics for g in groups]
+    return markdown(heads, body, title)
+
+
+def distill_difference_table(
+    eval_dirs: Sequence,
+    reference: str = "plain",
+    groups: Sequence[str] = ("clean", "in_domain", "out_of_domain"),
+    metrics: Sequence[str] = ("wer",),
+    names: Sequence[str] | None = None,
+    title: str = "",
+) -> str:
+    """Each system minus ``reference``, per seed and on the mean: the
+    paired comparison (one seed's students share its data and probes).
+
+    Arguments
+    ---------
+    eval_dirs : sequence
+        As :func:`distill_seed_table`.
+    reference : str
+        The system subtracted (e.g. ``plain``).
+    groups, metrics : sequence of str
+    names : sequence of str, optional
+        A label per seed (default: 1, 2, ...).
+    title : str
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> import tempfile
+    >>> dirs = [Path(tempfile.mkdtemp()) for _ in range(2)]
+    >>> for d, (p, c) in zip(dirs, ((50.0, 48.0), (60.0, 61.0)), strict=True):
+    ...     for system, wer in (("plain", p), ("cdm2", c)):
+    ...         _ = (d / f"{system}.json").write_text(json.dumps(
+    ...             {"system": system, "wer_clean": wer}))
+    >>> print(distill_difference_table(dirs, groups=["clean"],
+    ...                                names=["1986", "1987"]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    | system | seed | WER clean |
+    |---|---|---|
+    | CDM-2 | 1986 | -2.0 |
+    | CDM-2 | 1987 | +1.0 |
+    | CDM-2 | mean | -0.5 |
+    """
+    runs = [_probe_rows(d) for d in eval_dirs]
+    names = list(names or range(1, len(runs) + 1))
+    if len(names) != len(runs):
+        raise ValueError(f"{len(names)} names for {len(runs)} runs")
+    lacking = [
+        str(n)
+        for n, run in zip(names, runs, strict=True)
+        if reference not in run
+    ]
+    if lacking:
+        raise FileNotFoundError(
+            f"no {reference}.json for seed(s) {', '.join(lacking)}"
+        )
+    seen = _unique(s for run in runs for s in run if s != reference)
+    order = [s for s in DISTILL_LABELS if s in seen]
+    order += [s for s in seen if s not in order]
+    keys = [f"{k}_{g}" for k in metrics for g in groups]
+    body = []
+    for system in order:
+        diffs = {k: [] for k in keys}
+        for name, run in zip(names, runs, strict=True):
+            if system not in run:
+                continue
+            cells = [DISTILL_LABELS.get(system, system), str(name)]
+            for k in keys:
+                a, b = run[system].get(k), run[reference].get(k)
+                if a is None or b is None:
+                    cells.append("–")
+                    continue
+                diffs[k].append(a - b)
+                cells.append(f"{a - b:+.1f}")
+            body.append(cells)
+        mean = [
+            f"{statistics.fmean(v):+.1f}" if v else "–" for v in diffs.values()
+        ]
+        body.append([DISTILL_LABELS.get(system, system), "mean", *mean])
+    labels = {"wer": "WER", "cer": "CER", "acc": "KWS acc"}
+    heads = ["system", "seed"]
+    heads += [f"{labels[k]} {g}" for k in metrics for g in groups]
     return markdown(heads, body, title)

@@ -62,3 +62,50 @@ def test_curves_read_the_first_named_statistic_of_each_line(tmp_path, capsys):
     assert "| CDM-2 | 0.900 |" in out
     assert distill_table.main([run, "--curves"]) == 0
     assert "| CDM-2 | 1.500 |" in capsys.readouterr().out
+
+
+def _probe(folder, **wers):
+    folder.mkdir(parents=True)
+    for system, wer in wers.items():
+        row = {"system": system, "params": 1.0, "teacher_params": 4.0}
+        row["wer_clean"] = wer
+        (folder / f"{system}.json").write_text(json.dumps(row))
+
+
+def test_several_probes_of_a_run_are_averaged_before_the_seeds(
+    tmp_path, capsys
+):
+    _probe(tmp_path / "1" / "eval", plain=80.0)
+    _probe(tmp_path / "1" / "eval_ps2", plain=90.0)
+    _probe(tmp_path / "2" / "eval", plain=70.0)
+    _probe(tmp_path / "2" / "eval_ps2", plain=70.0)
+    runs = [str(tmp_path / "1"), str(tmp_path / "2")]
+    args = [*runs, "--groups", "clean", "--metrics", "wer"]
+    assert distill_table.main([*args, "--eval_dir", "eval,eval_ps2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 probes each" in out
+    assert "| plain distillation | 2 | 25.0 | 77.5 ± 10.6 |" in out
+    # a run without one of the probe folders is refused, by name
+    (tmp_path / "3" / "eval").mkdir(parents=True)
+    code = distill_table.main([str(tmp_path / "3"), "--eval_dir", "eval,x"])
+    assert code == 1
+    assert "x" in capsys.readouterr().err
+
+
+def test_versus_prints_each_seeds_paired_difference(tmp_path, capsys):
+    _probe(tmp_path / "1986" / "eval", plain=80.0, cdm2=78.0)
+    _probe(tmp_path / "1987" / "eval", plain=70.0, cdm2=73.0)
+    runs = [str(tmp_path / "1986"), str(tmp_path / "1987")]
+    args = [*runs, "--groups", "clean", "--metrics", "wer"]
+    assert distill_table.main([*args, "--versus", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "| CDM-2 | 1986 | -2.0 |" in out
+    assert "| CDM-2 | 1987 | +3.0 |" in out
+    assert "| CDM-2 | mean | +0.5 |" in out
+    assert "| plain" not in out  # the reference is not its own row
+    try:
+        distill_table.main([*args, "--versus", "teacher"])
+    except FileNotFoundError as err:
+        assert "teacher.json" in str(err) and "1986" in str(err)
+    else:
+        raise AssertionError("a missing reference must be named")
