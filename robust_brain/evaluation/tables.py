@@ -484,6 +484,12 @@ def _probe_rows(eval_dir) -> dict:
     return rows
 
 
+def _distill_order(systems) -> list:
+    """The known systems in the papers' order, then any others."""
+    order = [s for s in DISTILL_LABELS if s in systems]
+    return order + [s for s in systems if s not in order]
+
+
 def _mean_probe_rows(probes: Sequence[dict]) -> dict:
     """Average the numeric fields of each system over several probes."""
     rows = {}
@@ -527,8 +533,7 @@ def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
     | plain distillation | 2.00 | 25.0 | 50.0 | 20.0 | 90.0 |
     """
     rows = _probe_rows(eval_dir)
-    order = [s for s in DISTILL_LABELS if s in rows]
-    order += [s for s in rows if s not in order]
+    order = _distill_order(rows)
     body = []
     for s in order:
         r = rows[s]
@@ -590,8 +595,7 @@ def distill_seed_table(
     if empty:
         raise FileNotFoundError(f"no <system>.json in {', '.join(empty)}")
     seen = _unique(s for run in runs for s in run)
-    order = [s for s in DISTILL_LABELS if s in seen]
-    order += [s for s in seen if s not in order]
+    order = _distill_order(seen)
     names = {"wer": "WER", "cer": "CER", "acc": "KWS acc"}
     body = []
     for system in order:
@@ -673,8 +677,7 @@ def distill_difference_table(
             f"no {reference}.json for seed(s) {', '.join(lacking)}"
         )
     seen = _unique(s for run in runs for s in run if s != reference)
-    order = [s for s in DISTILL_LABELS if s in seen]
-    order += [s for s in seen if s not in order]
+    order = _distill_order(seen)
     keys = [f"{k}_{g}" for k in metrics for g in groups]
     body = []
     for system in order:

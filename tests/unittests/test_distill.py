@@ -622,18 +622,21 @@ def test_hf_student_from_tiny_teacher_under_a_surgery_rule(
 
 
 # --------------------------------------------------------------- probes
+class CharTokenizer:
+    """Letters as token ids: a stand-in for the probes' SentencePiece."""
+
+    def encode_as_ids(self, text):
+        return [ord(c) - 63 for c in text.replace(" ", "")]
+
+    def decode_ids(self, ids):
+        return "".join(chr(i + 63) for i in ids)
+
+    def get_piece_size(self):
+        return 30
+
+
 def test_probe_evaluation_and_table(corpus, tmp_path):
     _, rows = corpus
-
-    class Tok:
-        def encode_as_ids(self, text):
-            return [ord(c) - 63 for c in text.replace(" ", "")]
-
-        def decode_ids(self, ids):
-            return "".join(chr(i + 63) for i in ids)
-
-        def get_piece_size(self):
-            return 30
 
     teacher = LayerTeacher(tiny_asr())
     student = build_student(teacher, [2, 4])
@@ -641,7 +644,7 @@ def test_probe_evaluation_and_table(corpus, tmp_path):
         {"teacher": teacher, "plain": student},
         rows,
         {"clean": rows[:3], "in_domain": rows[3:]},
-        Tok(),
+        CharTokenizer(),
         tmp_path,
         params={"plain": count_parameters(student)},
         teacher_params=P.teacher_encoder_parameters(teacher),
@@ -665,16 +668,6 @@ def test_probe_seed_reseeds_the_heads_not_the_distortions(
 ):
     _, rows = corpus
 
-    class Tok:
-        def encode_as_ids(self, text):
-            return [ord(c) - 63 for c in text.replace(" ", "")]
-
-        def decode_ids(self, ids):
-            return "".join(chr(i + 63) for i in ids)
-
-        def get_piece_size(self):
-            return 30
-
     heads, draws = [], []
     train = P._train_probe
 
@@ -693,7 +686,7 @@ def test_probe_seed_reseeds_the_heads_not_the_distortions(
             {"plain": student},
             rows,
             {"in_domain": (rows[:2], distorter)},
-            Tok(),
+            CharTokenizer(),
             tmp_path / str(probe_seed),
             probe_epochs=1,
             kws_classes=2,
