@@ -484,6 +484,10 @@ def _probe_rows(eval_dir) -> dict:
     return rows
 
 
+# probe metric key -> column label
+PROBE_METRICS = {"wer": "WER", "cer": "CER", "acc": "KWS acc"}
+
+
 def _distill_order(systems) -> list:
     """The known systems in the papers' order, then any others."""
     order = [s for s in DISTILL_LABELS if s in systems]
@@ -500,7 +504,6 @@ def _mean_probe_rows(probes: Sequence[dict]) -> dict:
             if isinstance(value, float):
                 values = [r[key] for r in found if key in r]
                 row[key] = statistics.fmean(values)
-        row["probes"] = len(found)
         rows[system] = row
     return rows
 
@@ -543,14 +546,14 @@ def distill_table(eval_dir, groups: Sequence[str], title: str = "") -> str:
             "–" if p is None else f"{p / 1e6:.2f}",
             "–" if not (p and tp) else f"{100 * p / tp:.1f}",
         ]
-        for key in ("wer", "cer", "acc"):
+        for key in PROBE_METRICS:
             cells += [
                 "–" if r.get(f"{key}_{g}") is None else f"{r[f'{key}_{g}']:.1f}"
                 for g in groups
             ]
         body.append(cells)
     heads = ["system", "params (M)", "% teacher"]
-    heads += [f"{k} {g}" for k in ("WER", "CER", "KWS acc") for g in groups]
+    heads += [f"{k} {g}" for k in PROBE_METRICS.values() for g in groups]
     return markdown(heads, body, title)
 
 
@@ -596,7 +599,6 @@ def distill_seed_table(
         raise FileNotFoundError(f"no <system>.json in {', '.join(empty)}")
     seen = _unique(s for run in runs for s in run)
     order = _distill_order(seen)
-    names = {"wer": "WER", "cer": "CER", "acc": "KWS acc"}
     body = []
     for system in order:
         rows = [run[system] for run in runs if system in run]
@@ -616,7 +618,7 @@ def distill_seed_table(
                 cells.append(f"{statistics.fmean(values):.1f} ± {sd:.1f}")
         body.append(cells)
     heads = ["system", "n", "% teacher"]
-    heads += [f"{names[k]} {g}" for k in metrics for g in groups]
+    heads += [f"{PROBE_METRICS[k]} {g}" for k in metrics for g in groups]
     return markdown(heads, body, title)
 
 
@@ -698,7 +700,6 @@ def distill_difference_table(
             f"{statistics.fmean(v):+.1f}" if v else "–" for v in diffs.values()
         ]
         body.append([DISTILL_LABELS.get(system, system), "mean", *mean])
-    labels = {"wer": "WER", "cer": "CER", "acc": "KWS acc"}
     heads = ["system", "seed"]
-    heads += [f"{labels[k]} {g}" for k in metrics for g in groups]
+    heads += [f"{PROBE_METRICS[k]} {g}" for k in metrics for g in groups]
     return markdown(heads, body, title)
