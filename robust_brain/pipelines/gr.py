@@ -516,7 +516,9 @@ def train_gr_systems(
     -------
     OrderedDict
         System name -> ``(enhancer, asr)``: ``INIT`` (the pre-trained pair,
-        when both were pre-trained and ``eval_include_init``), then each
+        when both were pre-trained or arrive published (a recogniser with
+        its own tokenizer; ``enhancer_pretrained``) and
+        ``eval_include_init``), then each
         rule (when ``joint`` or ``evaluate`` is in ``stages``).
     """
     pretrained = set(hparams["pretrained"]) | ({"asr", "se"} & set(stages))
@@ -541,7 +543,9 @@ def train_gr_systems(
             train="se" in stages,
         )
     systems = OrderedDict()
-    if hparams["eval_include_init"] and "se" in pretrained and asr_ready:
+    # a published front-end (enhancer_pretrained) needs no `se` stage
+    se_ready = "se" in pretrained or hparams.get("enhancer_pretrained", False)
+    if hparams["eval_include_init"] and se_ready and asr_ready:
         systems["INIT"] = (enhancer, asr)
     if "joint" in stages or "evaluate" in stages:
 

@@ -562,6 +562,37 @@ def test_train_gr_systems_follows_stages_and_pretrained(
 
 
 @pytest.mark.parametrize(
+    "published_se, systems",
+    [
+        (True, ["INIT", "MTL", "GR"]),
+        (False, ["MTL", "GR"]),
+    ],
+)
+def test_published_pair_is_an_init_system(monkeypatch, published_se, systems):
+    """A recogniser with its own tokenizer (Whisper) and a front-end that
+    arrives trained (``enhancer_pretrained``, DFN3) make INIT with no
+    pre-training stage; a random front-end does not."""
+    import robust_brain.pipelines.gr as gr
+
+    monkeypatch.setattr(gr, "joint_stage_from_hparams", lambda *a, **k: None)
+    hparams = {
+        "stages": ["joint"],
+        "pretrained": [],
+        "rules": ["MTL", "GR"],
+        "asr": torch.nn.Linear(1, 1),
+        "tokenizer": object(),
+        "enhancer": torch.nn.Linear(1, 1),
+        "enhancer_pretrained": published_se,
+        "seed": 3,
+        "update_asr_normalizer": False,
+        "eval_include_init": True,
+    }
+    stages, rules = gr.check_gr_plan(hparams)
+    out = gr.train_gr_systems(hparams, None, {}, None, stages, rules)
+    assert list(out) == systems
+
+
+@pytest.mark.parametrize(
     "key, value, match",
     [
         ("stages", ["asr", "decode"], "stages: unknown"),
