@@ -21,7 +21,8 @@ se]``): left out of ``stages``, they are reloaded from their folders:
    GR), copies of the two pre-trained models trained jointly (the ASR
    reads the enhanced waveform) with the rule on the SE parameters, same
    seed, same steps; per-step angle / ratio / cosine in
-   ``<rule>/surgery_log.csv``;
+   ``<rule>/surgery_log.csv``; each system's front-end in
+   ``<save_folder>/pretrained/<name>`` (``Enhancer.from_hparams``);
 4. ``evaluate``: for each set of ``eval_sets``, each system's own
    free-running WER (greedy CTC, attention beam search) and its enhanced
    waveform scored by the unseen ``eval_recognisers``; the table
@@ -42,7 +43,11 @@ from hyperpyyaml import load_hyperpyyaml
 from robust_brain.asr_training import train_tokenizer
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.joint import evaluate_gr_sets
-from robust_brain.pipelines.gr import check_gr_plan, train_gr_systems
+from robust_brain.pipelines.gr import (
+    check_gr_plan,
+    train_gr_systems,
+    write_frontends,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +113,7 @@ def main(argv):
     systems = train_gr_systems(
         hparams, run_opts, data, tokenizer, stages, rules
     )
+    write_frontends(hparams, systems, stages)
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
         device = run_opts.get("device") or sb.utils.distributed.infer_device()
         evaluate_gr_sets(

@@ -194,6 +194,27 @@ class MaskNet(torch.nn.Module):
         self.linear = torch.nn.Linear(2 * hidden_size, self.n_freq)
 
     @property
+    def config(self) -> dict:
+        """Constructor arguments (to write a pretrained folder:
+        :func:`robust_brain.inference.write_enhancer`).
+
+        >>> net = MaskNet(n_fft=64, hop_length=16, num_layers=2, hidden_size=8)
+        >>> MaskNet(**net.config).config == net.config
+        True
+        """
+        return {
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "num_layers": self.blstm.num_layers,
+            "hidden_size": self.blstm.hidden_size,
+            "dropout": self.dropout.p,
+            "mask": self.mask,
+            "mask_max": self.mask_max,
+            "input_norm": self.input_norm,
+            "eps": self.eps,
+        }
+
+    @property
     def n_params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())

@@ -5,8 +5,9 @@ RATS recipes: :func:`train_gr_systems` (the optional ASR / SE
 pre-trainings, then :func:`run_rules`: every rule from the SAME
 initialisation with the same seed and steps, each a
 :func:`train_joint_stage` of :class:`~robust_brain.methods.gr.GRBrain`);
-:func:`run_gr_on_splits` runs it on a prepared corpus' split manifests and
-scores the systems (:mod:`robust_brain.evaluation.joint`).
+:func:`write_frontends` writes each system's front-end as a SpeechBrain
+pretrained folder; :func:`run_gr_on_splits` runs it on a prepared corpus'
+split manifests and scores the systems (:mod:`robust_brain.evaluation.joint`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.joint import evaluate_gr_sets
 from robust_brain.evaluation.report import plot_surgery_log
+from robust_brain.inference import write_enhancer
 from robust_brain.methods.gr import LOSSES, GRBrain, check_rule
 from robust_brain.stages import (
     check_stages,
@@ -44,6 +46,7 @@ __all__ = [
     "asr_stage_from_hparams",
     "joint_stage_from_hparams",
     "train_gr_systems",
+    "write_frontends",
     "run_gr_on_splits",
 ]
 
@@ -568,6 +571,53 @@ def train_gr_systems(
     return systems
 
 
+def write_frontends(
+    hparams: Mapping, systems: Mapping, stages: Sequence[str]
+) -> list[Path]:
+    """Write each system's front-end to ``<save_folder>/pretrained/<name>``.
+
+    The folder loads with
+    :meth:`robust_brain.inference.Enhancer.from_hparams` (inputs scaled to
+    ``eval_input_level_dbfs`` first, as the evaluation scored them), so a
+    jointly trained front-end can be put before any recogniser. Written
+    on the main process when a training stage (``se`` or ``joint``) ran;
+    an ``evaluate``-only run writes nothing.
+
+    Arguments
+    ---------
+    hparams : mapping
+        ``save_folder``, ``sample_rate``, ``eval_input_level_dbfs``,
+        ``seed``.
+    systems : mapping
+        Name -> ``(enhancer, asr)``, from :func:`train_gr_systems`.
+    stages : sequence of str
+        From :func:`check_gr_plan`.
+
+    Returns
+    -------
+    list of Path
+        The folders written.
+    """
+    if not {"se", "joint"} & set(stages):
+        return []
+    if not sb.utils.distributed.if_main_process():
+        return []
+    folders = []
+    for name, (enhancer, asr) in systems.items():
+        folders.append(
+            write_enhancer(
+                Path(hparams["save_folder"]) / "pretrained" / name,
+                enhancer,
+                sample_rate=hparams["sample_rate"],
+                input_level_dbfs=hparams["eval_input_level_dbfs"],
+                description=f"GR recipe, system {name}: the front-end of "
+                f"the pair trained with {type(asr).__name__}, seed "
+                f"{hparams['seed']}",
+            )
+        )
+    return folders
+
+
 def run_gr_on_splits(
     hparams: Mapping,
     run_opts,
@@ -617,6 +667,7 @@ def run_gr_on_splits(
     systems = train_gr_systems(
         hparams, run_opts, data, tokenizer, stages, rules
     )
+    write_frontends(hparams, systems, stages)
     if "evaluate" in stages and sb.utils.distributed.if_main_process():
         device = run_opts.get("device") or sb.utils.distributed.infer_device()
         evaluate_gr_sets(

@@ -593,6 +593,51 @@ def test_published_pair_is_an_init_system(monkeypatch, published_se, systems):
 
 
 @pytest.mark.parametrize(
+    "stages, written", [(["joint"], ["INIT", "GR"]), (["evaluate"], [])]
+)
+def test_trained_front_ends_load_with_from_hparams(tmp_path, stages, written):
+    """Each trained system's front-end is a SpeechBrain pretrained folder
+    that enhances as the trained module did (inputs at the evaluation's
+    level); an evaluate-only run writes nothing."""
+    from robust_brain.inference import Enhancer, LevelNormalizedEnhancer
+    from robust_brain.pipelines.gr import write_frontends
+
+    torch.manual_seed(0)
+    systems = {
+        name: (
+            MaskNet(
+                n_fft=64,
+                hop_length=16,
+                num_layers=1,
+                hidden_size=4,
+                mask="sigmoid",
+            ).eval(),
+            torch.nn.Linear(1, 1),
+        )
+        for name in ("INIT", "GR")
+    }
+    hparams = {
+        "save_folder": str(tmp_path),
+        "sample_rate": 16000,
+        "eval_input_level_dbfs": -25.0,
+        "seed": 1,
+    }
+    folders = write_frontends(hparams, systems, stages)
+    assert [f.name for f in folders] == written
+    assert (tmp_path / "pretrained").exists() == bool(written)
+    x = 0.3 * torch.randn(2, 1600)
+    for folder in folders:
+        loaded = Enhancer.from_hparams(source=str(folder))
+        with torch.no_grad():
+            expected = LevelNormalizedEnhancer(systems[folder.name][0], -25.0)(
+                x, torch.ones(2)
+            )
+        torch.testing.assert_close(
+            loaded.enhance_batch(x), expected, atol=1e-5, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize(
     "key, value, match",
     [
         ("stages", ["asr", "decode"], "stages: unknown"),
