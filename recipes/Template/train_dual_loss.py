@@ -50,14 +50,11 @@ class EnhanceBrain(DualLossBrain):
 
     loss_names = ("cls", "reg")
 
-    def on_fit_start(self):
-        super().on_fit_start()
-        self.hparams.proxy.to(self.device)
-
-    def on_stage_start(self, stage, epoch=None):
-        # frozen, differentiable: fit() puts `modules` back in train mode
-        # every epoch, and the proxy is kept out of `modules` on purpose
-        self.hparams.proxy.requires_grad_(False).eval()
+    def frozen_models(self):
+        # kept out of `modules` (no optimizer, no DDP wrap): the engine
+        # moves it to the device and re-applies requires_grad_(False) +
+        # eval() at every stage start; gradients still reach its input
+        return [self.hparams.proxy]
 
     def compute_forward(self, batch, stage):
         return self.modules.enhancer(batch[1].to(self.device))

@@ -42,6 +42,7 @@ import speechbrain as sb
 
 from robust_brain.brain import DualLossBrain
 from robust_brain.data.streams import PairedStreams
+from robust_brain.models.asr import require_input_gradient
 from robust_brain.stages import (
     SelectedCheckpoint,
 )
@@ -228,6 +229,8 @@ class D4AMBrain(SelectedCheckpoint, DualLossBrain):
         self.uses_proxy = "cls" in self.losses_needed
         if self.uses_proxy and hparams.get("proxy") is None:
             raise ValueError(f"mode {self.mode} needs a proxy recogniser")
+        if self.uses_proxy:
+            require_input_gradient(hparams["proxy"], "proxy")
         super().__init__(
             modules=modules,
             opt_class=opt_class,

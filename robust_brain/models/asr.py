@@ -52,6 +52,7 @@ __all__ = [
     "update_weights_digest",
     "decode_tokens",
     "freeze",
+    "require_input_gradient",
     "add_bos_eos",
 ]
 
@@ -86,6 +87,51 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.requires_grad_(False)
     module.eval()
     return module
+
+
+def require_input_gradient(module: torch.nn.Module, role: str) -> None:
+    """Refuse a frozen model that would cut the gradient to its input.
+
+    SpeechBrain's Hugging Face wrappers built with ``freeze=True`` run
+    their forward under ``torch.no_grad()``: a loss computed through them
+    (D4AM's proxy, GPIT's encoder) would then train nothing upstream.
+    Such models are frozen with :func:`freeze` instead.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The model; the Hugging Face wrappers it holds are checked too.
+    role : str
+        What the model is, for the error (e.g. ``"proxy"``).
+
+    Raises
+    ------
+    ValueError
+        If ``module`` or a submodule has ``freeze`` set to True.
+
+    Example
+    -------
+    >>> lin = torch.nn.Linear(2, 1)
+    >>> require_input_gradient(lin, "proxy")
+    >>> lin.freeze = True  # what a wrapper built with freeze=True holds
+    >>> require_input_gradient(lin, "proxy")
+    Traceback (most recent call last):
+    ...
+    ValueError: proxy: Linear was built with freeze=True: ...
+    """
+    for sub in module.modules():
+        # only the module itself and Hugging Face wrappers: elsewhere
+        # (SpeechBrain's Filterbank) `freeze` means fixed parameters
+        wrapper = sub is module or any(
+            c.__name__ == "HFTransformersInterface" for c in type(sub).__mro__
+        )
+        if wrapper and getattr(sub, "freeze", None) is True:
+            raise ValueError(
+                f"{role}: {type(sub).__name__} was built with freeze=True: "
+                "its forward runs under torch.no_grad(), so no gradient "
+                "would reach its input; build it with freeze=False (it is "
+                "frozen with requires_grad_(False) and eval())"
+            )
 
 
 def add_bos_eos(

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
-from robust_brain.models.asr import freeze
+from robust_brain.models.asr import freeze, require_input_gradient
 
 __all__ = ["ENCODER_KINDS", "EncoderFeatures", "detect_encoder_kind"]
 
@@ -109,13 +109,7 @@ class EncoderFeatures(torch.nn.Module):
             raise ValueError(
                 f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}"
             )
-        if getattr(encoder, "freeze", None) is True:
-            raise ValueError(
-                f"the encoder {type(encoder).__name__} was built with "
-                "freeze=True: its forward runs under torch.no_grad(), so no "
-                "gradient would reach its input; build it with freeze=False "
-                "(it is frozen with requires_grad_(False) and eval())"
-            )
+        require_input_gradient(encoder, "encoder")
         self.encoder = encoder
         self.kind = detect_encoder_kind(encoder) if kind == "auto" else kind
         self.layers = None if layers is None else [int(i) for i in layers]

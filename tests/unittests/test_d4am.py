@@ -351,6 +351,25 @@ def test_proxy_gradient_reaches_the_enhancer(data):
     assert all(p.grad is None for p in proxy.parameters())
 
 
+def test_a_proxy_built_with_freeze_true_is_refused():
+    """A wrapper built with freeze=True runs under no_grad: the
+    classification loss would train nothing, so the Brain refuses it."""
+    from speechbrain.integrations.huggingface.huggingface import (
+        HFTransformersInterface,
+    )
+
+    class FrozenWrapper(HFTransformersInterface):
+        def __init__(self):  # no hub download: only what the check reads
+            torch.nn.Module.__init__(self)
+            self.freeze = True
+
+    proxy = make_proxy()
+    proxy.hub_encoder = FrozenWrapper()
+    with pytest.raises(ValueError, match="proxy: FrozenWrapper was built"):
+        brain_for("D4AM", None, proxy=proxy)
+    brain_for("INIT", None, proxy=proxy)  # INIT never uses the proxy
+
+
 def test_modes_need_a_proxy():
     with pytest.raises(ValueError, match="needs a proxy"):
         D4AMBrain(
