@@ -676,7 +676,8 @@ class DualLossBrain(sb.Brain):
             else:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                 columns = list(row)
-                with open(path, "w", newline="") as f:
+                # the header whole or absent: a resume reads the columns
+                with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
                     csv.writer(f).writerow(columns)
             self._csv_columns = columns
         with open(path, "a", newline="") as f:

@@ -217,8 +217,9 @@ def main(argv=None) -> int:
             max_per_condition=args.max_per_condition,
             source=args.manifest,
         )
-    except ValueError:
-        rows = []
+    except ValueError as err:  # e.g. a condition the manifest lacks
+        print(err, file=sys.stderr)
+        return 1
     if not rows:
         print("no utterance selected", file=sys.stderr)
         return 1

@@ -1069,7 +1069,7 @@ def _begin(root: Path, config: dict, log: Callable[[str], None]) -> bool:
             if not lost:
                 return True
             log(f"{root.name}: {len(lost)} files missing, regenerating them")
-            started.write_text(json.dumps(config, indent=1))
+            write_text_atomic(started, json.dumps(config, indent=1))
             done.unlink()
             return False
         log(f"{root.name}: configuration changed, rebuilding")

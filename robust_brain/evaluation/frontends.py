@@ -22,6 +22,7 @@ import speechbrain as sb
 import torch
 
 from robust_brain.evaluation.tables import wer_table
+from robust_brain.fileio import write_text_atomic
 from robust_brain.inference import Enhancer
 
 __all__ = [
@@ -186,7 +187,7 @@ def evaluate_enhancers(
     table = wer_table(result.rows, list(systems), title=title, n_seeds=n_seeds)
     if sb.utils.distributed.if_main_process():
         write_results(result, out_dir, header=title)
-        (Path(out_dir) / table_name).write_text(table + "\n")
+        write_text_atomic(Path(out_dir) / table_name, table + "\n")
     return result, table
 
 
@@ -223,5 +224,5 @@ def write_results_summary(
     """
     done = sorted(Path(eval_folder).glob(f"*/{table_name}"))
     text = "\n\n".join(p.read_text().strip() for p in done) + "\n"
-    Path(output_file).write_text(text)
+    write_text_atomic(output_file, text)
     return text

@@ -12,6 +12,7 @@ does it for every evaluation set of a recipe.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,9 +26,12 @@ from robust_brain.evaluation.frontends import (
     write_results_summary,
 )
 from robust_brain.evaluation.tables import gr_table
+from robust_brain.fileio import write_text_atomic
 from robust_brain.inference import LevelNormalizedEnhancer
 from robust_brain.models.asr import decode_tokens, update_weights_digest
 from robust_brain.models.frontends import ResampledEnhancer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "make_beam_searcher",
@@ -310,7 +314,7 @@ def evaluate_gr_sets(
             title=f"{corpus} {name}, seed {hparams['seed']}",
             sample_rate=hparams["sample_rate"],
         )
-        print(table)
+        logger.info("%s", table)
     write_results_summary(
         hparams["eval_folder"],
         Path(hparams["output_folder"]) / "results.md",
@@ -480,5 +484,5 @@ def evaluate_joint_systems(
     table = gr_table(all_rows, order, reference=reference, title=title)
     if sb.utils.distributed.if_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "gr_table.md").write_text(table + "\n")
+        write_text_atomic(out_dir / "gr_table.md", table + "\n")
     return all_rows, table

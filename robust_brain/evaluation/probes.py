@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from robust_brain.evaluation.tables import condition_family
+from robust_brain.fileio import write_text_atomic
 from robust_brain.models.demucs import count_parameters
 from robust_brain.models.student import LayerTeacher, learned_parameters
 
@@ -360,7 +361,7 @@ def evaluate_probes(
             )
             row[f"n_{g}"] = len(refs)
         row["kws_classes"] = classes
-        (out_dir / f"{name}.json").write_text(json.dumps(row, indent=1))
+        write_text_atomic(out_dir / f"{name}.json", json.dumps(row, indent=1))
         results.append(row)
     return results
 

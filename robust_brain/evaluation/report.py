@@ -494,7 +494,7 @@ def write_results(
     text = (header.rstrip() + "\n\n" if header else "") + format_report(
         result, wide=wide
     )
-    paths["markdown"].write_text(text + "\n")
+    write_text_atomic(paths["markdown"], text + "\n")
     png = out / "wer_vs_snr.png"
     if plot_wer_vs_snr(result.rows, png):
         paths["plot"] = png

@@ -16,6 +16,7 @@ import speechbrain as sb
 import torch
 
 from robust_brain.evaluation.tables import gpit_table
+from robust_brain.fileio import write_text_atomic
 from robust_brain.losses import length_mask, sisdr_pit
 from robust_brain.models.frontends import ResampledEnhancer
 
@@ -175,7 +176,7 @@ def evaluate_separators(
     if sb.utils.distributed.if_main_process():
         result.signal_rows += mix.signal_rows
         write_results(result, out_dir, header=title)
-        (Path(out_dir) / "gpit_table.md").write_text(table + "\n")
+        write_text_atomic(Path(out_dir) / "gpit_table.md", table + "\n")
     return result, table
 
 

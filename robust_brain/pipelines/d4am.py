@@ -22,6 +22,7 @@ import speechbrain as sb
 import torch
 
 from robust_brain.evaluation.report import plot_surgery_log
+from robust_brain.fileio import write_text_atomic
 from robust_brain.inference import write_enhancer
 from robust_brain.methods.d4am import (
     MODES,
@@ -272,7 +273,7 @@ def run_modes(
             selection_file is not None
             and sb.utils.distributed.if_main_process()
         ):
-            Path(selection_file).write_text(json.dumps(summary, indent=1))
+            write_text_atomic(selection_file, json.dumps(summary, indent=1))
     return systems
 
 

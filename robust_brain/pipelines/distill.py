@@ -24,6 +24,7 @@ from robust_brain.evaluation.probes import (
     teacher_encoder_parameters,
 )
 from robust_brain.evaluation.tables import distill_table
+from robust_brain.fileio import write_text_atomic
 from robust_brain.inference import write_student
 from robust_brain.methods.distill import (
     SYSTEMS,
@@ -375,7 +376,7 @@ def evaluate_from_hparams(
     table = distill_table(hparams["eval_folder"], list(eval_groups), title)
     if sb.utils.distributed.if_main_process():
         out = Path(hparams["output_folder"]) / "results.md"
-        out.write_text(table + "\n")
+        write_text_atomic(out, table + "\n")
     return table
 
 

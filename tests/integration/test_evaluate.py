@@ -113,6 +113,19 @@ def first_run(corpus, tmp_path_factory):
     return argv, out
 
 
+def test_cli_names_an_unknown_condition(corpus, tmp_path, capsys):
+    argv = [
+        "--manifest", str(corpus),
+        "--recognisers", "whisper-tiny.en",
+        "--systems", "NOIS=noisy_wav",
+        "--conditions", "volcano_0dB",
+        "--out", str(tmp_path / "eval"),
+    ]  # fmt: skip
+    assert main(argv) == 1
+    assert "volcano_0dB" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
+
+
 def test_cli_decodes_with_whisper_tiny(first_run, capsys):
     argv, out = first_run
     assert main(argv) == 0
