@@ -194,6 +194,21 @@ class StudentEncoder(_FolderSource, Pretrained):
     features a downstream model reads: its last hidden state, or the
     prediction of the deepest teacher layer), as written by
     :func:`write_student`.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from robust_brain.models.asr import ConformerASR
+    >>> from robust_brain.models.student import LayerTeacher, build_student
+    >>> _ = torch.manual_seed(0)
+    >>> asr = ConformerASR(vocab_size=8, d_model=16, nhead=2, d_ffn=16,
+    ...     num_encoder_layers=2, num_decoder_layers=1, cnn_channels=(4, 4),
+    ...     normalize=False)
+    >>> student = build_student(LayerTeacher(asr), [1, 2], num_layers=1)
+    >>> folder = write_student(tempfile.mkdtemp(), student.eval())
+    >>> encoder = StudentEncoder.from_hparams(source=folder)
+    >>> encoder.encode_batch(torch.randn(2, 8000)).shape  # (batch, frames, dim)
+    torch.Size([2, 13, 16])
     """
 
     HPARAMS_NEEDED = ["sample_rate"]

@@ -206,6 +206,27 @@ class D4AMBrain(SelectedCheckpoint, DualLossBrain):
     lengths)``. The training batches are :class:`TwoStreamBatch` (see
     :func:`make_train_set`); validation/test batches are ``PaddedBatch``
     of one stream (keys ``noisy``, ``clean``, ``tokens``, ``wrd``).
+
+    Example
+    -------
+    >>> import torch
+    >>> from robust_brain.models.asr import ConformerASR
+    >>> from robust_brain.models.demucs import Demucs
+    >>> _ = torch.manual_seed(0)
+    >>> proxy = ConformerASR(vocab_size=8, d_model=16, nhead=2, d_ffn=16,
+    ...     num_encoder_layers=1, num_decoder_layers=1, cnn_channels=(4, 4),
+    ...     normalize=False)
+    >>> brain = D4AMBrain(modules={"enhancer": Demucs(hidden=4, depth=2)},
+    ...     opt_class=lambda p: torch.optim.Adam(p, lr=3e-5),
+    ...     hparams={"mode": "D4AM", "proxy": proxy},
+    ...     run_opts={"device": "cpu"})
+    >>> rule = brain.hparams.surgery_rule
+    >>> type(rule).__name__, brain.frozen_models() == [proxy]
+    ('D4AM', True)
+    >>> init = D4AMBrain(modules={"enhancer": Demucs(hidden=4, depth=2)},
+    ...     hparams={"mode": "INIT"}, run_opts={"device": "cpu"})
+    >>> type(init.hparams.surgery_rule).__name__, init.frozen_models()
+    ('Sum', [])
     """
 
     loss_names = ("cls", "reg")

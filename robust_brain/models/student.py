@@ -817,6 +817,21 @@ def build_student(
     Returns
     -------
     DistilStudent
+
+    Example
+    -------
+    >>> from robust_brain.models.asr import ConformerASR
+    >>> _ = torch.manual_seed(0)
+    >>> asr = ConformerASR(vocab_size=8, d_model=16, nhead=2, d_ffn=16,
+    ...     num_encoder_layers=2, num_decoder_layers=1, cnn_channels=(4, 4),
+    ...     normalize=False)
+    >>> student = build_student(LayerTeacher(asr), [1, 2], num_layers=1)
+    >>> type(student).__name__, len(student.layers)
+    ('ConformerStudent', 1)
+    >>> build_student(asr, [3])
+    Traceback (most recent call last):
+    ...
+    ValueError: target_layers [3]: [3] outside 1..2
     """
     model = teacher.model if isinstance(teacher, LayerTeacher) else teacher
     conformer = _is_conformer(model)
