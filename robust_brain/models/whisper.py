@@ -227,6 +227,14 @@ class WhisperTextTokenizer:
         Whisper's tokenizer, or a ``source`` to load it from.
     text_style : str
         ``"sentence"`` (:func:`sentence_case`) or ``"as_is"``.
+
+    Example
+    -------
+    >>> from robust_brain.pretrained import whisper_checkpoint
+    >>> tok = WhisperTextTokenizer(whisper_checkpoint("tiny.en"))
+    >>> ids = tok.encode_as_ids("HELLO WORLD")  # corpus transcripts: upper
+    >>> len(ids), tok.decode_ids(ids)
+    (2, 'Hello world')
     """
 
     def __init__(self, tokenizer, text_style: str = "sentence"):
