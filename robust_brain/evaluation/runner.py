@@ -111,7 +111,7 @@ def select_rows(
     max_utterances, max_per_condition : int, optional
         Caps (quick runs).
     source : str or path-like
-        Named in the error when a condition filter keeps nothing.
+        Named in the error when a requested condition has no row.
 
     Returns
     -------
@@ -125,10 +125,10 @@ def select_rows(
     ['a', 'a', 'b', 'b']
     >>> len(select_rows(rows, max_utterances=3))
     3
-    >>> select_rows(rows, ["c"], source="test.csv")
+    >>> select_rows(rows, ["a", "c"], source="test.csv")
     Traceback (most recent call last):
     ...
-    ValueError: test.csv: no row with a condition in ['c']
+    ValueError: test.csv: no row of condition(s) ['c'] (it has ['a', 'b'])
     """
     kept, seen = [], {}
     for r in rows:
@@ -138,9 +138,11 @@ def select_rows(
         seen[c] = seen.get(c, 0) + 1
         if max_per_condition is None or seen[c] <= max_per_condition:
             kept.append(dict(r))
-    if conditions and not kept:
+    missing = sorted(set(conditions or ()) - set(seen))
+    if missing:  # a typo would silently shrink the test
+        have = sorted({r.get("condition", "") for r in rows})
         raise ValueError(
-            f"{source}: no row with a condition in {sorted(set(conditions))}"
+            f"{source}: no row of condition(s) {missing} (it has {have})"
         )
     return kept[: int(max_utterances)] if max_utterances else kept
 
