@@ -34,6 +34,7 @@ __all__ = [
     "StudentEncoder",
     "hparams_nodes",
     "write_enhancer",
+    "write_enhancers",
     "write_pretrained",
     "write_separator",
     "write_student",
@@ -448,6 +449,52 @@ def write_enhancer(
         "robust_brain.inference.Enhancer",
         description,
     )
+
+
+def write_enhancers(
+    folder,
+    enhancers,
+    sample_rate: int = 16000,
+    input_level_dbfs: float | None = -25.0,
+    description: str = "{name}",
+) -> list[Path]:
+    """Write each of a recipe's trained enhancers to ``folder/<name>``
+    with :func:`write_enhancer`.
+
+    Arguments
+    ---------
+    folder : path-like
+        Parent folder (a recipe's ``<save_folder>/pretrained``).
+    enhancers : mapping
+        Name -> enhancer.
+    sample_rate, input_level_dbfs :
+        As in :func:`write_enhancer`, the same for all.
+    description : str
+        Formatted with ``name`` for each.
+
+    Returns
+    -------
+    list of Path
+        The folders, in the mapping's order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from robust_brain.models.demucs import Demucs
+    >>> nets = {name: Demucs(hidden=4, depth=2) for name in ("INIT", "D4AM")}
+    >>> [p.name for p in write_enhancers(tempfile.mkdtemp(), nets)]
+    ['INIT', 'D4AM']
+    """
+    return [
+        write_enhancer(
+            Path(folder) / name,
+            enhancer,
+            sample_rate=sample_rate,
+            input_level_dbfs=input_level_dbfs,
+            description=description.format(name=name),
+        )
+        for name, enhancer in enhancers.items()
+    ]
 
 
 def write_separator(

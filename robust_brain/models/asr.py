@@ -107,7 +107,8 @@ def require_input_gradient(module: torch.nn.Module, role: str) -> None:
     Raises
     ------
     ValueError
-        If ``module`` or a submodule has ``freeze`` set to True.
+        If ``module``, or a Hugging Face wrapper it holds, has ``freeze``
+        set to True.
 
     Example
     -------

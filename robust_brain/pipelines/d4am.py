@@ -23,7 +23,7 @@ import torch
 
 from robust_brain.evaluation.report import plot_surgery_log
 from robust_brain.fileio import write_text_atomic
-from robust_brain.inference import write_enhancer
+from robust_brain.inference import write_enhancers
 from robust_brain.methods.d4am import (
     MODES,
     D4AMBrain,
@@ -440,15 +440,14 @@ def train_systems(
         stages
     ) and sb.utils.distributed.if_main_process():
         # every trained front-end, loadable with Enhancer.from_hparams
-        for name, enhancer in systems.items():
-            write_enhancer(
-                Path(hparams["save_folder"]) / "pretrained" / name,
-                enhancer,
-                sample_rate=hparams["sample_rate"],
-                input_level_dbfs=hparams["eval_input_level_dbfs"],
-                description=f"D4AM recipe, system {name}, seed "
-                f"{hparams['seed']}, proxy {hparams.get('proxy_name', '')}",
-            )
+        write_enhancers(
+            Path(hparams["save_folder"]) / "pretrained",
+            systems,
+            sample_rate=hparams["sample_rate"],
+            input_level_dbfs=hparams["eval_input_level_dbfs"],
+            description="D4AM recipe, system {name}, seed "
+            f"{hparams['seed']}, proxy {hparams.get('proxy_name', '')}",
+        )
     order = [m for m in MODES if m in systems]
     if hparams["eval_grid_alphas"]:
         order += sorted(set(systems) - set(order))

@@ -26,7 +26,7 @@ from robust_brain.data.manifest import write_csv_atomic
 from robust_brain.data.streams import SpeechStream, TokenEncoder, read_rows
 from robust_brain.evaluation.joint import evaluate_gr_sets
 from robust_brain.evaluation.report import plot_surgery_log
-from robust_brain.inference import write_enhancer
+from robust_brain.inference import write_enhancers
 from robust_brain.methods.gr import LOSSES, GRBrain, check_rule
 from robust_brain.stages import (
     check_stages,
@@ -602,20 +602,15 @@ def write_frontends(
         return []
     if not sb.utils.distributed.if_main_process():
         return []
-    folders = []
-    for name, (enhancer, asr) in systems.items():
-        folders.append(
-            write_enhancer(
-                Path(hparams["save_folder"]) / "pretrained" / name,
-                enhancer,
-                sample_rate=hparams["sample_rate"],
-                input_level_dbfs=hparams["eval_input_level_dbfs"],
-                description=f"GR recipe, system {name}: the front-end of "
-                f"the pair trained with {type(asr).__name__}, seed "
-                f"{hparams['seed']}",
-            )
-        )
-    return folders
+    asr_type = {type(asr).__name__ for _, asr in systems.values()}
+    return write_enhancers(
+        Path(hparams["save_folder"]) / "pretrained",
+        {name: enhancer for name, (enhancer, _) in systems.items()},
+        sample_rate=hparams["sample_rate"],
+        input_level_dbfs=hparams["eval_input_level_dbfs"],
+        description="GR recipe, system {name}: the front-end of the pair "
+        f"trained with {', '.join(sorted(asr_type))}, seed {hparams['seed']}",
+    )
 
 
 def run_gr_on_splits(
