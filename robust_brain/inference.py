@@ -136,7 +136,8 @@ class Separator(_FolderSource, Pretrained):
 
     For a model called as ``separator(mix, lengths)`` that returns
     ``(batch, time, sources)`` (:class:`robust_brain.models.separator.
-    MaskingSeparator`), as written by :func:`write_separator`.
+    MaskingSeparator`), as written by :func:`write_separator` (whose
+    example loads one and separates a batch).
     """
 
     HPARAMS_NEEDED = ["sample_rate"]
