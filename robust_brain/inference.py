@@ -471,7 +471,8 @@ def write_enhancers(
     sample_rate, input_level_dbfs :
         As in :func:`write_enhancer`, the same for all.
     description : str
-        Formatted with ``name`` for each.
+        ``{name}`` in it is replaced by each name (nothing else is
+        interpreted, so a hub id with braces stays as it is).
 
     Returns
     -------
@@ -492,7 +493,7 @@ def write_enhancers(
             enhancer,
             sample_rate=sample_rate,
             input_level_dbfs=input_level_dbfs,
-            description=description.format(name=name),
+            description=description.replace("{name}", name),
         )
         for name, enhancer in enhancers.items()
     ]
