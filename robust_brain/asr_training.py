@@ -100,6 +100,30 @@ class ProxyASRBrain(sb.Brain):
     ``noisy == clean``). Hparams read: ``tokenizer`` (validation WER),
     ``lr_annealing`` (optional, a SpeechBrain scheduler on the validation
     loss), ``train_logger`` (optional).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> from speechbrain.dataio.encoder import CTCTextEncoder
+    >>> from robust_brain.models.asr import ConformerASR
+    >>> _ = torch.manual_seed(0)
+    >>> chars = CTCTextEncoder()  # stands in for the SentencePiece model
+    >>> chars.update_from_iterable("AB ", sequence_input=False)
+    >>> chars.insert_blank()
+    >>> asr = ConformerASR(vocab_size=len(chars), d_model=16, nhead=2,
+    ...     d_ffn=16, num_encoder_layers=2, num_decoder_layers=1,
+    ...     cnn_channels=(4, 4), normalize=False)
+    >>> brain = ProxyASRBrain(modules={"asr": asr},
+    ...     opt_class=lambda p: torch.optim.Adam(p, 1e-3),
+    ...     hparams={"tokenizer": chars})
+    >>> items = [{"id": u, "noisy": torch.randn(3200), "wrd": "A B",
+    ...           "tokens": chars.encode_sequence_torch(list("A B"))}
+    ...          for u in "ab"]
+    >>> loader = {"batch_size": 2, "collate_fn": PaddedBatch}
+    >>> brain.fit(range(1), items, items, train_loader_kwargs=loader,
+    ...     valid_loader_kwargs=loader)
+    >>> sorted(brain.last_stats)  # validation: loss and free-running WER
+    ['WER', 'loss']
     """
 
     def make_dataloader(

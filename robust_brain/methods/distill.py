@@ -449,6 +449,36 @@ class CDMBrain(DistillBrain):
     (1.0), ``dat_gamma`` (10),
     ``dis_step`` (1), ``dat_max_grad_norm`` (5.0), ``epoch_counter``
     (for the DANN progress).
+
+    Example
+    -------
+    >>> from robust_brain.distortions import DistortedSpeech
+    >>> from robust_brain.models.asr import ConformerASR
+    >>> from robust_brain.models.student import build_student
+    >>> _ = torch.manual_seed(0)
+    >>> asr = ConformerASR(vocab_size=8, d_model=16, nhead=2, d_ffn=16,
+    ...     num_encoder_layers=2, num_decoder_layers=1, cnn_channels=(4, 4),
+    ...     normalize=False)
+    >>> teacher = LayerTeacher(asr)
+    >>> discriminator = torch.nn.Linear(16, 2)  # student width -> domains
+    >>> brain = CDMBrain(
+    ...     modules={"student": build_student(teacher, [2], num_layers=1)},
+    ...     opt_class=lambda p: torch.optim.Adam(p, 1e-3),
+    ...     hparams={"teacher": teacher, "dat": True,
+    ...              "discriminator": discriminator,
+    ...              "dat_opt_class": lambda p: torch.optim.Adam(p, 1e-3)})
+    >>> def item(uid, ops):  # CDM-2: both views distorted (or both clean)
+    ...     return {"id": uid, "clean": torch.randn(3200),
+    ...             "student": torch.randn(3200), "teacher": torch.randn(3200),
+    ...             "student_ops": ops, "teacher_ops": ops}
+    >>> loader = torch.utils.data.DataLoader(
+    ...     [item("a", "gaussian"), item("b", "clean")], batch_size=2,
+    ...     collate_fn=DistortedSpeech.collate)
+    >>> brain.fit(range(1), loader)
+    >>> sorted(k for k in brain.train_stats if k.startswith("dis_"))
+    ['dis_acc', 'dis_loss']
+    >>> "discriminator" in brain.modules  # stepped by its own optimizer
+    False
     """
 
     loss_names = ("distill", "dat")
