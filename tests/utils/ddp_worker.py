@@ -58,3 +58,8 @@ if __name__ == "__main__":
         {"params": flat_params(brain), "stats": brain.surgery_stats},
         out_dir / f"rank{rank}.pt",
     )
+    # Tear the gloo group down on every rank before exit: a rank leaving
+    # with the group alive can abort in its background threads
+    # ("terminate called without an active exception", SIGABRT).
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
